@@ -1,0 +1,51 @@
+# ferry: the front door. `make demo` and `make check`; everything else is meson.
+# Targets install the Debian packages they need, so a fresh Debian 12 works.
+
+DEB_BUILD  := meson ninja-build pkg-config gcc clang libclang-rt-14-dev \
+              libjansson-dev libzstd-dev zlib1g-dev python3
+DEB_E2E    := iproute2 procps
+DEB_QEMU   := qemu-system-x86 qemu-utils binutils
+
+BUILD      := build
+ASAN_BUILD := build-asan
+FUZZ_BUILD := build-fuzz
+
+.PHONY: all deps deps-qemu build check demo bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/ensure-debs $(DEB_BUILD) $(DEB_E2E)
+
+deps-qemu:
+	@scripts/ensure-debs $(DEB_QEMU)
+
+$(BUILD)/build.ninja: | deps
+	meson setup $(BUILD) --buildtype=debugoptimized -Dwerror=true
+
+$(ASAN_BUILD)/build.ninja: | deps
+	meson setup $(ASAN_BUILD) --buildtype=debug -Dwerror=true \
+	    -Db_sanitize=address,undefined -Db_lundef=false
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+check: deps deps-qemu $(BUILD)/build.ninja $(ASAN_BUILD)/build.ninja
+	ninja -C $(BUILD)
+	ninja -C $(ASAN_BUILD)
+	scripts/run-checks $(BUILD) $(ASAN_BUILD)
+
+demo: build
+	scripts/demo $(BUILD)
+
+bench: build deps-qemu
+	scripts/bench $(BUILD)
+
+fuzz: deps
+	CC=clang meson setup $(FUZZ_BUILD) --buildtype=debugoptimized -Dfuzz=true 2>/dev/null || true
+	ninja -C $(FUZZ_BUILD) fuzz-loader
+	mkdir -p $(FUZZ_BUILD)/corpus
+	$(FUZZ_BUILD)/fuzz/fuzz-loader $(FUZZ_BUILD)/corpus tests/golden/corpus -max_total_time=$${FUZZ_SECONDS:-300}
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
