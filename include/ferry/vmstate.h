@@ -19,6 +19,21 @@
  * an unknown subsection fails naming it; VALIDATE and _EQUAL fields fail
  * with their message. Every load error carries the stream offset.
  *
+ * Subsections are named "<parent name>/<anything>" (saving refuses other
+ * names). The loader peeks at a 0x05 and its name before consuming it: a
+ * name with this level's prefix is loaded (or, if unknown, refused); any
+ * other name ends this level and is left to the enclosing one, so nested
+ * and sibling subsections resolve; at the device level, where nothing else
+ * can follow, a foreign name is refused.
+ *
+ * NULL pointers: a NULL element (STRUCT_POINTER, ARRAY_OF_POINTER_*) is
+ * sent as the byte 0x30 and a non-NULL one as the bare struct, as QEMU does.
+ * On load, a NULL local slot requires the 0x30 byte. A non-NULL local slot
+ * loads the struct: the format cannot tell a 0x30 marker from struct data
+ * that starts with 0x30, so a source NULL meeting a destination object
+ * shows up as a misaligned stream (an error further on, or at the section
+ * footer), not as a dedicated message.
+ *
  * Hook order. Save: pre_save, fields, subsections (each its own pre_save ..
  * post_save), post_save (also after a failed save, so devices can undo).
  * Load: pre_load, fields, subsections, post_load (after all subsections).
@@ -116,6 +131,22 @@ int vmstate_save_state(FyStream *f, const VMStateDescription *vmsd, void *opaque
 /* Load with the version the stream says it was saved at. */
 int vmstate_load_state(FyStream *f, const VMStateDescription *vmsd, void *opaque,
                        int version_id, FyError **errp);
+
+/* Hooks return 0 on success; any other value fails the save or load (set
+ * *errp to say why, or a generic "hook failed" message is used). Errors are
+ * prefixed with where they happened, outermost first:
+ *   "device 'cpu' field 'regs[3]': struct 'reg' field 'val': stream has 5,
+ *    local is 4 (stream offset 812)"
+ * Load errors always carry the stream offset of the failing element. */
+
+/* Debug view of a device's state as JSON values (not the VM description):
+ * one member per field that exists at vmsd->version_id (numbers, booleans,
+ * arrays, hex strings for buffers, objects for structs, null for NULL
+ * pointers) and one member per needed subsection, named by the subsection.
+ * Used to compare a source device with its destination copy (json_equal).
+ * Calls no device hooks (except a WITH_TMP temporary's pre_save/post_save).
+ * Returns a new reference, or NULL when out of memory. */
+struct json_t *vmstate_to_json(const VMStateDescription *vmsd, void *opaque);
 
 /* ---- element types ---- */
 extern const VMStateInfo vmstate_info_bool;
@@ -226,6 +257,17 @@ extern const VMStateInfo vmstate_info_nullptr;
 #define VMSTATE_VARRAY_UINT32(f, s, len, info, type)                           \
     VMSTATE_VARRAY_F(f, s, len, uint32_t, VMS_VARRAY_UINT32, info, type)
 
+/* Variable array behind a pointer that the loader allocates (QEMU's
+ * VMSTATE_VARRAY_UINT32_ALLOC): _f is `_type *`, the count is the uint32
+ * member _len (saved earlier), at most _max elements. The pointer must be
+ * NULL or malloc()ed: the loader reallocates it to exactly count elements
+ * (NULL for 0) and the device owns the result. */
+#define VMSTATE_VARRAY_UINT32_ALLOC(_f, _s, _len, _max, _info, _type) {        \
+    .name = #_f, .info = &(_info), .size = sizeof(_type), .max = (_max),       \
+    .flags = VMS_VARRAY_UINT32 | VMS_POINTER | VMS_ALLOC,                      \
+    .num_offset = offsetof(_s, _len) + vmstate_check(_s, _len, uint32_t),      \
+    .offset = offsetof(_s, _f) + vmstate_check(_s, _f, _type *) }
+
 /* Fixed byte buffer: _f is `uint8_t _f[N]` (or any fixed-size member). */
 #define VMSTATE_BUFFER_V(_f, _s, _v) {                                         \
     .name = #_f, .version_id = (_v), .size = vmstate_sizeof(_s, _f),           \
@@ -236,7 +278,8 @@ extern const VMStateInfo vmstate_info_nullptr;
 /* Variable byte buffer: _f is `uint8_t *_f`, pointing at _max bytes of
  * storage; the byte count is the uint32 member _size (saved earlier). With
  * _ALLOC the loader allocates (count bytes, bounded by _max) and the device
- * owns the allocation. */
+ * owns the allocation; the pointer must then be NULL or malloc()ed, since
+ * the loader reallocates it (to NULL for a count of 0). */
 #define VMSTATE_VBUFFER_UINT32(_f, _s, _size, _max) {                          \
     .name = #_f, .info = &vmstate_info_buffer, .max = (_max),                  \
     .flags = VMS_VBUFFER_UINT32 | VMS_POINTER,                                 \
