@@ -829,6 +829,85 @@ static void test_varray_over_max(void)
     fy_error_free(err);
 }
 
+/* Every _EQUAL kind: equal values load, a mismatch names both values. */
+typedef struct Eq {
+    uint8_t e8;
+    uint16_t e16;
+    uint32_t e32;
+    uint64_t e64;
+    int32_t ei32;
+} Eq;
+
+static const VMStateDescription vmstate_eq = {
+    .name = "eq", .version_id = 1, .minimum_version_id = 1,
+    .fields = (const VMStateField[]){
+        VMSTATE_UINT8_EQUAL(e8, Eq, NULL),
+        VMSTATE_UINT16_EQUAL(e16, Eq, NULL),
+        VMSTATE_UINT32_EQUAL(e32, Eq, NULL),
+        VMSTATE_UINT64_EQUAL(e64, Eq, NULL),
+        VMSTATE_INT32_EQUAL(ei32, Eq, "check -smp"),
+        VMSTATE_END_OF_LIST(),
+    },
+};
+
+static void test_equal_kinds(void)
+{
+    Eq s = { 200, 60000, 4000000000u, 0xffffffffffffffffull, -5 };
+    Eq d = s;
+    FyError *err = NULL;
+    Bytes b;
+    json_t *desc = json_object();
+
+    T_EQ_INT(save_bytes(&vmstate_eq, &s, desc, &b, &err), 0);
+    T_EQ_INT(b.len, 1 + 2 + 4 + 8 + 4);
+    /* QEMU's type names, including its "int64 equal" for the uint64 one. */
+    static const char *types[] = { "uint8 equal", "uint16 equal", "uint32 equal",
+                                   "int64 equal", "int32 equal" };
+    for (int i = 0; i < 5; i++)
+        T_EQ_STR(json_string_value(json_object_get(
+                     json_array_get(json_object_get(desc, "fields"), (size_t)i),
+                     "type")), types[i]);
+    json_decref(desc);
+    T_EQ_INT(load_bytes(&vmstate_eq, &d, 1, b.data, b.len, NULL, &err), 0);
+
+    d.ei32 = 4;
+    T_EQ_INT(load_bytes(&vmstate_eq, &d, 1, b.data, b.len, NULL, &err), -1);
+    T_EQ_STR(fy_error_msg(err), "device 'eq' field 'ei32': stream has -5, local is "
+                                "4. check -smp (stream offset 15)");
+    fy_error_clear(&err);
+    d.ei32 = -5;
+    d.e64 = 1;
+    T_EQ_INT(load_bytes(&vmstate_eq, &d, 1, b.data, b.len, NULL, &err), -1);
+    T_EQ_STR(fy_error_msg(err), "device 'eq' field 'e64': stream has "
+                                "18446744073709551615, local is 1 (stream offset 7)");
+    fy_error_clear(&err);
+    d.e64 = s.e64;
+    d.e16 = 1;
+    T_EQ_INT(load_bytes(&vmstate_eq, &d, 1, b.data, b.len, NULL, &err), -1);
+    T_CONTAINS(fy_error_msg(err), "field 'e16': stream has 60000, local is 1");
+    fy_error_free(err);
+    bytes_free(&b);
+}
+
+/* The loader stops at the end of the device and leaves what follows (here a
+ * section footer) unread; errp may be NULL on both sides. */
+static void test_stops_at_device_end(void)
+{
+    Dev s = { .a = 1, .s1 = 2, .s2 = 3 }, d = { 0 };
+    Bytes b;
+
+    T_EQ_INT(save_bytes(&vmstate_dev_dst, &s, NULL, &b, NULL), 0);
+    uint8_t *buf = malloc(b.len + 5);
+    memcpy(buf, b.data, b.len);
+    memcpy(buf + b.len, "\x7e\x00\x00\x00\x02", 5);
+    size_t used = 0;
+    T_EQ_INT(load_bytes(&vmstate_dev_dst, &d, 1, buf, b.len + 5, &used, NULL), 0);
+    T_EQ_INT(used, b.len);
+    T_EQ_INT(d.s2, 3);
+    free(buf);
+    bytes_free(&b);
+}
+
 /* ---- NULL struct pointers ---- */
 
 typedef struct Ptrs {
@@ -1022,6 +1101,8 @@ int main(void)
     T_RUN(test_hook_order);
     T_RUN(test_hook_failures);
     T_RUN(test_validate_and_equal);
+    T_RUN(test_equal_kinds);
+    T_RUN(test_stops_at_device_end);
     T_RUN(test_varray_over_max);
     T_RUN(test_null_pointers);
     T_RUN(test_error_context);

@@ -38,7 +38,8 @@ static inline int save_bytes(const VMStateDescription *vmsd, void *opaque,
     size_t len = 0;
     const uint8_t *d = fy_channel_mem_data(c, &len);
     out->data = malloc(len ? len : 1);
-    memcpy(out->data, d, len);
+    if (len)
+        memcpy(out->data, d, len);
     out->len = len;
     fy_stream_close(f, NULL);
     fy_channel_close(c, NULL);
