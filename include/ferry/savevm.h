@@ -68,6 +68,11 @@ const char *fy_mig_cmd_name(unsigned cmd);
 
 #define FY_INSTANCE_ANY (-1)
 
+/* Loader bounds on sizes read from the stream. QEMU allows a PACKAGED
+ * stream up to UINT32_MAX; a postcopy package holds device state only. */
+#define FY_MAX_PACKAGED_SIZE (1u << 30)
+#define FY_MAX_VMDESC_SIZE   (64u << 20)
+
 /* Handlers for non-VMState entries. All optional except as noted. */
 typedef struct SaveVMHandlers {
     /* Non-iterative (legacy) pair: the whole state in one FULL section. */
@@ -153,18 +158,34 @@ void fy_savevm_state_pending_exact(FySaveState *s, uint64_t *must_precopy,
 /* VM stopped: END sections for iterative entries, FULL for the rest, EOF,
  * then the JSON VM description. */
 int fy_savevm_state_complete_precopy(FySaveState *s, FyStream *f, FyError **errp);
+/* Only the iterative entries' END sections (save_live_complete_precopy of
+ * every active entry). With in_postcopy, entries whose has_postcopy() is
+ * true are left out: they go on in postcopy (QEMU's iterable_only pass at
+ * the switch to postcopy). */
+int fy_savevm_state_complete_iterable(FySaveState *s, FyStream *f,
+                                      bool in_postcopy, FyError **errp);
 /* Only the non-iterative devices (FULL sections), no EOF: used by postcopy
- * and COLO packaging. */
+ * and COLO packaging. Also builds the VM description's "devices". */
 int fy_savevm_state_complete_devices(FySaveState *s, FyStream *f, FyError **errp);
+/* Postcopy's end: END sections via save_live_complete_postcopy of the
+ * active entries that have it, then EOF (no VM description in postcopy). */
+int fy_savevm_state_complete_postcopy(FySaveState *s, FyStream *f,
+                                      FyError **errp);
 /* EOF + description. */
 int fy_savevm_state_finish(FySaveState *s, FyStream *f, FyError **errp);
 void fy_savevm_state_cleanup(FySaveState *s);
 /* All of the above in one go (savevm to a file, snapshot). */
 int fy_savevm_save_all(FySaveState *s, FyStream *f, FyError **errp);
 
-/* QEMU_VM_COMMAND. len must be the command's fixed length where it has one. */
+/* QEMU_VM_COMMAND. len must be the command's fixed length where it has one
+ * (a malformed command sets the stream's error instead of being sent).
+ * Flushes the stream. */
 void fy_savevm_command_send(FyStream *f, enum MigCmd cmd, uint16_t len,
                             const uint8_t *payload);
+void fy_savevm_send_ping(FyStream *f, uint32_t value);
+/* MIG_CMD_PACKAGED with be32 len, then the len bytes of a nested stream
+ * (at most FY_MAX_PACKAGED_SIZE; the loader refuses more). */
+void fy_savevm_send_packaged(FyStream *f, const uint8_t *buf, size_t len);
 
 /* ---- loading ---- */
 typedef struct FyLoadHooks {
@@ -189,16 +210,26 @@ typedef struct FyLoadResult {
 } FyLoadResult;
 
 /* Load a whole stream: header, configuration, sections to EOF, then the VM
- * description if present. hooks and result may be NULL. Errors say what and
- * where, e.g. "stream offset 1234: section 'cpu' instance 0: ...". */
+ * description if present (read only when config->send_vmdesc, as QEMU reads
+ * it only when it would send one; anything else after EOF is left unread).
+ * hooks and result may be NULL. Errors say what and where, e.g.
+ *   "stream offset 1234: section 'cpu' instance 0 (id 3): ..."
+ * Runs every entry's load_setup before the first section and load_cleanup
+ * at the end -- except when a command hook stopped the load (returned 1):
+ * then the caller goes on (postcopy) and calls fy_loadvm_state_cleanup().
+ * Returns 0 or -1. */
 int fy_loadvm_state(FySaveState *s, FyStream *f, const FyLoadHooks *hooks,
                     FyLoadResult *result, FyError **errp);
 /* Load sections from the current position until EOF (no header): nested
- * PACKAGED streams and postcopy device state. */
+ * PACKAGED streams and postcopy device state. Runs load_setup first if no
+ * load is under way. Returns 0 at EOF, 1 when a command hook stopped it
+ * (result->stopped_by_hook is set too), -1 on error. A PACKAGED hook calls
+ * this on the nested stream and returns what it returned. */
 int fy_loadvm_state_main(FySaveState *s, FyStream *f, const FyLoadHooks *hooks,
                          FyLoadResult *result, FyError **errp);
 /* Header + configuration only. */
 int fy_loadvm_state_header(FySaveState *s, FyStream *f, FyError **errp);
+/* load_cleanup of every entry, if a load was set up. */
 void fy_loadvm_state_cleanup(FySaveState *s);
 
 /* The configuration vmsd (for tools that decode a stream). */
