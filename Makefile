@@ -42,10 +42,15 @@ bench: build deps-qemu
 	scripts/bench $(BUILD)
 
 fuzz: deps
-	CC=clang meson setup $(FUZZ_BUILD) --buildtype=debugoptimized -Dfuzz=true 2>/dev/null || true
-	ninja -C $(FUZZ_BUILD) fuzz-loader
-	mkdir -p $(FUZZ_BUILD)/corpus
-	$(FUZZ_BUILD)/fuzz/fuzz-loader $(FUZZ_BUILD)/corpus tests/golden/corpus -max_total_time=$${FUZZ_SECONDS:-300}
+	test -f $(FUZZ_BUILD)/build.ninja || \
+	    CC=clang meson setup $(FUZZ_BUILD) --buildtype=debugoptimized -Dfuzz=true
+	meson configure $(FUZZ_BUILD) -Dfuzz=true
+	ninja -C $(FUZZ_BUILD) fuzz/fuzz-loader fuzz/gen-corpus
+	$(FUZZ_BUILD)/fuzz/gen-corpus $(FUZZ_BUILD)/seeds
+	mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/artifacts
+	$(FUZZ_BUILD)/fuzz/fuzz-loader $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/seeds fuzz/corpus \
+	    -dict=fuzz/fuzz-loader.dict -max_total_time=$${FUZZ_SECONDS:-300} -timeout=10 \
+	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

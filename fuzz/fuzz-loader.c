@@ -167,6 +167,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     int ret = load(&vm, data, size, &err);
     check_error(ret, err);
+    if (getenv("FUZZ_VERBOSE"))
+        fprintf(stderr, "load: %s\n", err ? fy_error_msg(err) : "ok");
     fy_error_free(err);
     if (ret == 0)
         check_resave(&vm);

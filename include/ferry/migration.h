@@ -9,7 +9,9 @@
  * through fy_migration_query() and events.
  *
  * Status machine (QEMU's names; only these transitions are legal):
- *   none -> setup -> active -> [pre-switchover ->] device -> completed
+ *   none -> setup -> active -> completed
+ *   active -> pre-switchover -> device -> completed (pause-before-switchover;
+ *             as in QEMU, "device" is only seen with that capability)
  *   active -> postcopy-active -> completed
  *   postcopy-active <-> postcopy-paused <-> postcopy-recover
  *   setup|active|pre-switchover|device|postcopy-* -> failed
@@ -23,6 +25,7 @@
 #include <stdint.h>
 
 #include "ferry/error.h"
+#include "ferry/ram.h"
 #include "ferry/ramblock.h"
 #include "ferry/savevm.h"
 
@@ -55,6 +58,8 @@ typedef struct FyMigration FyMigration;
 /* Events: name (e.g. "MIGRATION", "MIGRATION_PASS") and data (borrowed). */
 typedef void (*FyEventFn)(void *opaque, const char *name, struct json_t *data);
 
+/* Registers the "ram" section (ram.h) in ss; returns NULL if ss already has
+ * one or memory runs out. ss, ram and vm must outlive the migration. */
 FyMigration *fy_migration_new(FySaveState *ss, FyRamList *ram,
                               const FyVMOps *vm, void *vm_opaque);
 /* Cancels and joins any running migration first. */
@@ -74,7 +79,14 @@ int fy_migration_set_parameters(FyMigration *m, struct json_t *params,
 struct json_t *fy_migration_query_parameters(FyMigration *m);
 
 /* ---- outgoing ---- */
+/* The URI is parsed at once (errors return here); connecting and everything
+ * after happen on the migration thread and end in status completed, failed
+ * (error-desc says why) or cancelled. Events are emitted from that thread.
+ * On failure or cancel the VM runs again if it was running before. */
 int fy_migrate(FyMigration *m, const char *uri, bool resume, FyError **errp);
+/* Works in setup, active, pre-switchover and device; a no-op when nothing
+ * runs. Refused once the whole stream has been sent (the destination may
+ * already be running the VM). */
 int fy_migrate_cancel(FyMigration *m, FyError **errp);
 /* Release a pause-before-switchover; state must be the current state name. */
 int fy_migrate_continue(FyMigration *m, const char *state, FyError **errp);
@@ -82,6 +94,10 @@ int fy_migrate_start_postcopy(FyMigration *m, FyError **errp);
 int fy_migrate_pause(FyMigration *m, FyError **errp);
 
 /* ---- incoming ---- */
+/* Listens (tcp, unix) or opens (exec, fd, file) at once, then accepts and
+ * loads on the incoming thread; status setup, active, then completed (the VM
+ * was started, unless autostart is off) or failed. "defer" only records that
+ * a later call will give the URI. Refused while the VM runs. */
 int fy_migrate_incoming(FyMigration *m, const char *uri, FyError **errp);
 int fy_migrate_recover(FyMigration *m, const char *uri, FyError **errp);
 
@@ -92,5 +108,16 @@ struct json_t *fy_migration_query(FyMigration *m);
 /* Block until the migration (either direction) leaves the active states, or
  * timeout_ms passes (< 0: forever). Returns the status then. */
 FyMigStatus fy_migration_wait(FyMigration *m, int timeout_ms);
+/* Block until the status is `want` (true) or timeout_ms passes (false). */
+bool fy_migration_wait_for(FyMigration *m, FyMigStatus want, int timeout_ms);
+
+/* Start the VM after a successful incoming migration (default true, as
+ * QEMU without -S). */
+void fy_migration_set_autostart(FyMigration *m, bool on);
+/* The address an incoming migration listens on, e.g. "tcp:127.0.0.1:40123"
+ * for port 0 (malloc()ed; NULL if none). */
+char *fy_migration_incoming_address(FyMigration *m);
+/* The RAM section of this VM (statistics, options). */
+FyRamState *fy_migration_ram_state(FyMigration *m);
 
 #endif

@@ -151,6 +151,8 @@ int fy_savevm_state_setup(FySaveState *s, FyStream *f, FyError **errp);
 /* One round of save_live_iterate (PART sections). Returns 1 when every
  * entry reported done, 0 when more remains, -1 on error. */
 int fy_savevm_state_iterate(FySaveState *s, FyStream *f, FyError **errp);
+/* The same once in postcopy: only entries whose has_postcopy() is true. */
+int fy_savevm_state_iterate_postcopy(FySaveState *s, FyStream *f, FyError **errp);
 void fy_savevm_state_pending_estimate(FySaveState *s, uint64_t *must_precopy,
                                       uint64_t *can_postcopy);
 void fy_savevm_state_pending_exact(FySaveState *s, uint64_t *must_precopy,
@@ -222,9 +224,11 @@ int fy_loadvm_state(FySaveState *s, FyStream *f, const FyLoadHooks *hooks,
                     FyLoadResult *result, FyError **errp);
 /* Load sections from the current position until EOF (no header): nested
  * PACKAGED streams and postcopy device state. Runs load_setup first if no
- * load is under way. Returns 0 at EOF, 1 when a command hook stopped it
+ * load is under way (then call fy_loadvm_state_cleanup() when done, error
+ * or not). Returns 0 at EOF, 1 when a command hook stopped it
  * (result->stopped_by_hook is set too), -1 on error. A PACKAGED hook calls
- * this on the nested stream and returns what it returned. */
+ * this on the nested stream and returns what it returned; a package inside
+ * a package is refused. */
 int fy_loadvm_state_main(FySaveState *s, FyStream *f, const FyLoadHooks *hooks,
                          FyLoadResult *result, FyError **errp);
 /* Header + configuration only. */

@@ -185,13 +185,19 @@ FyZeroPageDetection fy_mig_zero_page_detection(FyMigration *m);
 /* outgoing.c / incoming.c */
 void *fy_mig_outgoing_thread(void *opaque);
 void *fy_mig_incoming_thread(void *opaque);
+/* Refuse while a migration runs, join the previous worker, reset the run's
+ * state. Called with event_lock held. */
+int fy_mig_begin_run(FyMigration *m, bool incoming, FyError **errp);
 /* Unblock whatever the worker waits on (m->lock held). */
 void fy_mig_kick_locked(FyMigration *m);
 void fy_mig_join_workers(FyMigration *m);
 
 /* return-path.c */
 int fy_mig_rp_start(FyMigration *m, FyStream *rp, FyError **errp);
+/* Join the reader (after it finished or the channel was shut down). */
 void fy_mig_rp_join(FyMigration *m);
+/* Forget the last return path's outcome. */
+void fy_mig_rp_reset(FyMigration *m);
 int fy_mig_rp_send(FyStream *rp, uint16_t type, const uint8_t *data,
                    uint16_t len, FyError **errp);
 void fy_mig_block_sigpipe(void);

@@ -15,10 +15,19 @@
  * - dirty_pages == the number of set bits over all bitmaps.
  * - last_sent is the block the previous record named (for CONTINUE); it is
  *   reset at the start of each section.
+ * - zero_map (sender): a set bit means the page was zero at the last dirty
+ *   sync and has not been written since, as far as the syncs have told: it
+ *   is built from the never-populated pages after dirty logging started,
+ *   and every sync clears the bits of the pages the VM wrote. A page with
+ *   its bit set goes out as ZERO without being read, so an untouched source
+ *   page is never faulted in. Safe because a write after a sync is in the
+ *   VM's log, and the next sync both clears the bit and queues the page.
  * Receiver invariant:
  * - zero_map has a bit set for every page known to be all zero on this
  *   side: set at load_setup for pages that were never populated, set after
  *   a ZERO record is applied, cleared when a PAGE lands there.
+ * Each side owns the blocks' bitmaps only while it is active (save_active,
+ * load_active); a FyRamState never sends and receives at once.
  */
 #ifndef FERRY_RAM_INT_H
 #define FERRY_RAM_INT_H
@@ -33,7 +42,8 @@ typedef struct RamBlockMig {
     uint64_t pages;          /* used_length >> FY_TARGET_PAGE_BITS */
     bool ignored;            /* x-ignore-shared and a shared block */
     unsigned long *bmap;     /* save: pages still to send */
-    unsigned long *zero_map; /* load: pages known to be zero here */
+    unsigned long *synced;   /* save: what one dirty sync reported */
+    unsigned long *zero_map; /* pages known to be zero (see above) */
     bool listed;             /* load: named by the stream's MEM_SIZE */
 } RamBlockMig;
 

@@ -267,6 +267,7 @@ int fy_ram_load_setup(void *opaque, FyError **errp)
     fy_ram_load_cleanup(rs);
     if (fy_ram_snapshot_blocks(rs, errp) < 0)
         return -1;
+    rs->load_active = true; /* from here load_cleanup undoes what follows */
     for (int i = 0; i < rs->nblocks; i++) {
         RamBlockMig *b = &rs->blocks[i];
         if (b->ignored)
@@ -280,7 +281,6 @@ int fy_ram_load_setup(void *opaque, FyError **errp)
         }
         fy_ram_zero_map_init(b);
     }
-    rs->load_active = true;
     rs->last_recv = NULL;
     stat_set(&rs->st_loaded_normal, 0);
     stat_set(&rs->st_loaded_zero, 0);

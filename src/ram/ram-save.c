@@ -13,12 +13,20 @@
  * write also set the page dirty in the VM's log, the next sync puts it back
  * in the bitmap, and the final pass runs with the vCPUs stopped.
  *
+ * Pages that were never populated (memfd holes, unpopulated private
+ * memory) are known zero at setup and go out as ZERO without being read:
+ * reading a memfd hole would allocate a page on the source (see ram-int.h
+ * for why this stays correct while the VM runs).
+ *
  * Dirty sync (migration_bitmap_sync): FyVMOps.dirty_log_sync ORs the pages
- * written since the last sync into each block's bitmap; the count of newly
- * dirty pages over periods of at least a second gives dirty-pages-rate.
+ * written since the last sync into a scratch bitmap per block, which is
+ * merged into the pages to send and taken out of the zero map; the count of
+ * newly dirty pages over periods of at least a second gives
+ * dirty-pages-rate.
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ram/bitmap.h"
 #include "ram/ram-int.h"
@@ -29,36 +37,56 @@
 static void free_bitmaps(FyRamState *rs)
 {
     for (int i = 0; i < rs->nblocks; i++) {
-        free(rs->blocks[i].bmap);
-        rs->blocks[i].bmap = NULL;
+        RamBlockMig *b = &rs->blocks[i];
+        free(b->bmap);
+        free(b->synced);
+        free(b->zero_map);
+        b->bmap = b->synced = b->zero_map = NULL;
     }
+}
+
+/* One block: the VM's log into `synced`, then merged. Returns the number of
+ * pages that became dirty, or -1. */
+static int64_t sync_block(FyRamState *rs, RamBlockMig *b, FyError **errp)
+{
+    size_t words = FY_BITMAP_LONGS(b->pages);
+    FyError *err = NULL;
+
+    memset(b->synced, 0, words * sizeof(unsigned long));
+    if (rs->vm->dirty_log_sync(rs->vm_opaque, b->rb, b->synced, &err) < 0) {
+        if (!err)
+            fy_error_setg(&err, "the VM reported a failure");
+        fy_error_prepend(&err, "dirty sync of RAM block '%s': ", b->rb->idstr);
+        fy_error_propagate(errp, err);
+        return -1;
+    }
+    if (b->pages % FY_BITS_PER_LONG) /* nothing past the last page */
+        b->synced[words - 1] &= (1ul << (b->pages % FY_BITS_PER_LONG)) - 1;
+    int64_t fresh = 0;
+    for (size_t w = 0; w < words; w++) {
+        unsigned long d = b->synced[w];
+        if (!d)
+            continue;
+        fresh += __builtin_popcountl(d & ~b->bmap[w]);
+        b->bmap[w] |= d;
+        b->zero_map[w] &= ~d;
+    }
+    return fresh;
 }
 
 static int bitmap_sync(FyRamState *rs, FyError **errp)
 {
-    if (rs->vm->dirty_log_sync) {
-        for (int i = 0; i < rs->nblocks; i++) {
-            RamBlockMig *b = &rs->blocks[i];
-            FyError *err = NULL;
-            if (b->ignored)
-                continue;
-            if (rs->vm->dirty_log_sync(rs->vm_opaque, b->rb, b->bmap, &err) < 0) {
-                if (!err)
-                    fy_error_setg(&err, "the VM reported a failure");
-                fy_error_prepend(&err, "dirty sync of RAM block '%s': ",
-                                 b->rb->idstr);
-                fy_error_propagate(errp, err);
-                return -1;
-            }
-        }
+    uint64_t fresh = 0;
+    for (int i = 0; rs->vm->dirty_log_sync && i < rs->nblocks; i++) {
+        if (rs->blocks[i].ignored)
+            continue;
+        int64_t n = sync_block(rs, &rs->blocks[i], errp);
+        if (n < 0)
+            return -1;
+        fresh += (uint64_t)n;
     }
-    uint64_t before = rs->dirty_pages, now_dirty = 0;
-    for (int i = 0; i < rs->nblocks; i++) {
-        if (rs->blocks[i].bmap)
-            now_dirty += fy_bitmap_count(rs->blocks[i].bmap, rs->blocks[i].pages);
-    }
-    rs->dirty_pages = now_dirty;
-    rs->period_dirty += now_dirty - before;
+    rs->dirty_pages += fresh;
+    rs->period_dirty += fresh;
 
     uint64_t now = fy_ram_now_ms();
     if (now - rs->period_start_ms >= SYNC_RATE_PERIOD_MS) {
@@ -67,7 +95,7 @@ static int bitmap_sync(FyRamState *rs, FyError **errp)
         rs->period_start_ms = now;
         rs->period_dirty = 0;
     }
-    stat_set(&rs->st_remaining, now_dirty << FY_TARGET_PAGE_BITS);
+    stat_set(&rs->st_remaining, rs->dirty_pages << FY_TARGET_PAGE_BITS);
     uint64_t count = stat_get(&rs->st_sync_count) + 1;
     stat_set(&rs->st_sync_count, count);
     if (rs->sync_fn)
@@ -93,7 +121,10 @@ static void save_page(FyRamState *rs, FyStream *f, RamBlockMig *b,
     uint64_t offset = page << FY_TARGET_PAGE_BITS;
     const uint8_t *p = b->rb->host + offset;
 
-    if (rs->opt.detect_zero && fy_buffer_is_zero(p, FY_TARGET_PAGE_SIZE)) {
+    bool zero = rs->opt.detect_zero &&
+                (fy_test_bit(b->zero_map, page) ||
+                 fy_buffer_is_zero(p, FY_TARGET_PAGE_SIZE));
+    if (zero) {
         put_record_header(rs, f, b, offset | RAM_SAVE_FLAG_ZERO);
         fy_put_byte(f, 0);
         stat_add(&rs->st_duplicate, 1);
@@ -147,31 +178,20 @@ static int finish_section(FyRamState *rs, FyStream *f, uint64_t start_off,
     return fy_stream_check(f, errp);
 }
 
-int fy_ram_save_setup(FyStream *f, void *opaque, FyError **errp)
+static int alloc_bitmaps(FyRamState *rs, uint64_t *total,
+                         uint64_t *total_with_ignored, FyError **errp)
 {
-    FyRamState *rs = opaque;
-    uint64_t start_off = fy_stream_offset(f);
-
-    fy_ram_save_cleanup(rs);
-    if (fy_ram_snapshot_blocks(rs, errp) < 0)
-        return -1;
-    if (!rs->vm->dirty_log_sync && rs->vm->is_running &&
-        rs->vm->is_running(rs->vm_opaque)) {
-        fy_error_setg(errp, "the VM is running but has no dirty page "
-                      "tracking (FyVMOps.dirty_log_sync): stop it first");
-        return -1;
-    }
-
-    uint64_t total = 0, total_with_ignored = 0;
+    *total = *total_with_ignored = 0;
     rs->dirty_pages = 0;
     for (int i = 0; i < rs->nblocks; i++) {
         RamBlockMig *b = &rs->blocks[i];
-        total_with_ignored += b->rb->used_length;
+        *total_with_ignored += b->rb->used_length;
         if (b->ignored)
             continue;
         b->bmap = fy_bitmap_new(b->pages);
-        if (!b->bmap) {
-            free_bitmaps(rs);
+        b->synced = fy_bitmap_new(b->pages);
+        b->zero_map = fy_bitmap_new(b->pages);
+        if (!b->bmap || !b->synced || !b->zero_map) {
             fy_error_setg(errp, "out of memory for the dirty bitmap of RAM "
                           "block '%s'", b->rb->idstr);
             return -1;
@@ -179,9 +199,13 @@ int fy_ram_save_setup(FyStream *f, void *opaque, FyError **errp)
         /* Every page is dirty at first: the first pass sends all of RAM. */
         fy_bitmap_fill(b->bmap, b->pages);
         rs->dirty_pages += b->pages;
-        total += b->rb->used_length;
+        *total += b->rb->used_length;
     }
-    rs->save_active = true;
+    return 0;
+}
+
+static void reset_counters(FyRamState *rs, uint64_t total)
+{
     rs->scan_block = 0;
     rs->scan_page = 0;
     rs->last_sent = NULL;
@@ -193,7 +217,13 @@ int fy_ram_save_setup(FyStream *f, void *opaque, FyError **errp)
     stat_set(&rs->st_sync_count, 0);
     stat_set(&rs->st_dirty_rate, 0);
     stat_set(&rs->st_section_bytes, 0);
+}
 
+/* Dirty log on, zero map from the memory as it is now, first sync. The
+ * order matters: a write after the log starts is either seen by the zero
+ * map (the page is populated) or cleared from it by a sync. */
+static int start_tracking(FyRamState *rs, FyError **errp)
+{
     if (rs->vm->dirty_log_start) {
         if (rs->vm->dirty_log_start(rs->vm_opaque, errp) < 0) {
             fy_error_prepend(errp, "starting dirty page tracking: ");
@@ -201,8 +231,33 @@ int fy_ram_save_setup(FyStream *f, void *opaque, FyError **errp)
         }
         rs->dirty_log_on = true;
     }
-    /* As QEMU: a first sync right away, so the log starts from now. */
-    if (bitmap_sync(rs, errp) < 0)
+    for (int i = 0; i < rs->nblocks; i++) {
+        if (!rs->blocks[i].ignored)
+            fy_ram_zero_map_init(&rs->blocks[i]);
+    }
+    return bitmap_sync(rs, errp);
+}
+
+int fy_ram_save_setup(FyStream *f, void *opaque, FyError **errp)
+{
+    FyRamState *rs = opaque;
+    uint64_t start_off = fy_stream_offset(f);
+    uint64_t total, total_with_ignored;
+
+    fy_ram_save_cleanup(rs);
+    if (fy_ram_snapshot_blocks(rs, errp) < 0)
+        return -1;
+    if (!rs->vm->dirty_log_sync && rs->vm->is_running &&
+        rs->vm->is_running(rs->vm_opaque)) {
+        fy_error_setg(errp, "the VM is running but has no dirty page "
+                      "tracking (FyVMOps.dirty_log_sync): stop it first");
+        return -1;
+    }
+    rs->save_active = true; /* from here save_cleanup undoes what follows */
+    if (alloc_bitmaps(rs, &total, &total_with_ignored, errp) < 0)
+        return -1;
+    reset_counters(rs, total);
+    if (start_tracking(rs, errp) < 0)
         return -1;
 
     fy_put_be64(f, total_with_ignored | RAM_SAVE_FLAG_MEM_SIZE);
@@ -277,6 +332,8 @@ void fy_ram_pending_exact(void *opaque, uint64_t *must, uint64_t *can)
 void fy_ram_save_cleanup(void *opaque)
 {
     FyRamState *rs = opaque;
+    if (!rs->save_active)
+        return;
     if (rs->dirty_log_on && rs->vm->dirty_log_stop)
         rs->vm->dirty_log_stop(rs->vm_opaque);
     rs->dirty_log_on = false;

@@ -152,21 +152,22 @@ int fy_savevm_state_setup(FySaveState *s, FyStream *f, FyError **errp)
     return 0;
 }
 
-static bool iterates_now(const SaveStateEntry *se)
+/* In postcopy, entries that cannot do postcopy finished at the switch. */
+static bool iterates_now(const SaveStateEntry *se, bool postcopy)
 {
     return se->ops.save_live_iterate && se_is_active(se) &&
-           (!se->ops.is_active_iterate || se->ops.is_active_iterate(se->opaque));
+           (!se->ops.is_active_iterate || se->ops.is_active_iterate(se->opaque)) &&
+           (!postcopy || (se->ops.has_postcopy && se->ops.has_postcopy(se->opaque)));
 }
 
-int fy_savevm_state_iterate(FySaveState *s, FyStream *f, FyError **errp)
+static int iterate(FySaveState *s, FyStream *f, bool postcopy, FyError **errp)
 {
-    int ret = 1;
-
     for (size_t i = 0; i < s->n_entries; i++) {
         SaveStateEntry *se = s->entries[i];
         FyError *err = NULL;
+        int ret;
 
-        if (!iterates_now(se))
+        if (!iterates_now(se, postcopy))
             continue;
         if (fy_stream_rate_limit_exceeded(f)) {
             if (fy_stream_check(f, errp) < 0)
@@ -182,6 +183,16 @@ int fy_savevm_state_iterate(FySaveState *s, FyStream *f, FyError **errp)
             return 0;
     }
     return 1;
+}
+
+int fy_savevm_state_iterate(FySaveState *s, FyStream *f, FyError **errp)
+{
+    return iterate(s, f, false, errp);
+}
+
+int fy_savevm_state_iterate_postcopy(FySaveState *s, FyStream *f, FyError **errp)
+{
+    return iterate(s, f, true, errp);
 }
 
 static void pending(FySaveState *s, bool exact, uint64_t *must_precopy,
@@ -298,22 +309,58 @@ int fy_savevm_state_complete_devices(FySaveState *s, FyStream *f, FyError **errp
     return 0;
 }
 
+/* analyze-migration.py finds the description as "the first '{' after the
+ * last NUL byte" and then checks for 0x06 five bytes before it. A length
+ * whose big-endian bytes hold a '{' after their last zero byte (1 in 256
+ * lengths, e.g. 379 = 00 00 01 7b) defeats that: QEMU's own streams with
+ * such a length cannot be analyzed. */
+static bool len_hides_json(uint32_t len)
+{
+    bool brace = false;
+    for (int i = 0; i < 4; i++) {
+        uint8_t c = (uint8_t)(len >> (24 - 8 * i));
+        if (c == 0)
+            brace = false;
+        else if (c == '{')
+            brace = true;
+    }
+    return brace;
+}
+
+static int put_vmdesc(FySaveState *s, FyStream *f, FyError **errp)
+{
+    vmdesc_devices(s);
+    char *js = s->vmdesc ? json_dumps(s->vmdesc, 0) : NULL;
+    size_t len = js ? strlen(js) : 0;
+
+    /* Trailing blanks are still the same JSON: pad past a bad length. */
+    while (js && len_hides_json((uint32_t)len)) {
+        char *n = realloc(js, len + 2);
+        if (!n) {
+            free(js);
+            js = NULL;
+            break;
+        }
+        js = n;
+        js[len++] = ' ';
+        js[len] = '\0';
+    }
+    if (!js) {
+        fy_error_setg(errp, "out of memory writing the VM description");
+        return -1;
+    }
+    fy_put_byte(f, QEMU_VM_VMDESCRIPTION);
+    fy_put_be32(f, (uint32_t)len);
+    fy_put_buffer(f, js, len);
+    free(js);
+    return 0;
+}
+
 int fy_savevm_state_finish(FySaveState *s, FyStream *f, FyError **errp)
 {
     fy_put_byte(f, QEMU_VM_EOF);
-    if (s->config.send_vmdesc) {
-        vmdesc_devices(s);
-        char *js = s->vmdesc ? json_dumps(s->vmdesc, 0) : NULL;
-        if (!js) {
-            fy_error_setg(errp, "out of memory writing the VM description");
-            return -1;
-        }
-        size_t len = strlen(js);
-        fy_put_byte(f, QEMU_VM_VMDESCRIPTION);
-        fy_put_be32(f, (uint32_t)len);
-        fy_put_buffer(f, js, len);
-        free(js);
-    }
+    if (s->config.send_vmdesc && put_vmdesc(s, f, errp) < 0)
+        return -1;
     fy_stream_flush(f);
     if (fy_stream_check(f, errp) < 0) {
         fy_error_prepend(errp, "writing the end of the stream: ");

@@ -500,6 +500,51 @@ static void test_vmdesc_configuration_subsections(void)
     fy_savevm_free(s);
 }
 
+/* analyze-migration.py locates the description as the first '{' after the
+ * last NUL byte of the file and expects 0x06 and the be32 length just
+ * before it. Sweep the description's length over a full byte's worth of
+ * values (by the length of a device name): it is always found, and lengths
+ * whose bytes would hide it are padded with blanks. */
+static void test_vmdesc_findable(void)
+{
+    int padded = 0;
+
+    for (int k = 1; k <= 255; k++) {
+        FySaveState *s = fy_savevm_new("pc");
+        Blob blob = { .len = 1 };
+        char name[256];
+        MemOut m = mem_out();
+        Buf b;
+
+        memset(name, 'a', (size_t)k);
+        name[k] = 0;
+        fy_register_savevm_live(s, name, 0, 1, &blob_handlers, &blob, NULL);
+        T_EQ_INT(fy_savevm_save_all(s, m.f, NULL), 0);
+        mem_out_finish(&m, &b);
+
+        size_t nul = b.len;
+        while (nul > 0 && b.d[nul - 1] != 0)
+            nul--;
+        size_t brace = nul;
+        while (brace < b.len && b.d[brace] != '{')
+            brace++;
+        bool ok = nul > 0 && brace >= 5 && brace < b.len && b.d[brace - 5] == 0x06;
+        uint32_t jlen = ok ? (uint32_t)b.d[brace - 4] << 24 | b.d[brace - 3] << 16 |
+                             b.d[brace - 2] << 8 | b.d[brace - 1] : 0;
+        ok = ok && brace + jlen == b.len;
+        json_error_t jerr;
+        json_t *j = ok ? json_loadb((const char *)b.d + brace, jlen, 0, &jerr) : NULL;
+        if (!ok || !j)
+            T_FAIL("name length %d: description not found the analyzer's way", k);
+        if (ok && b.d[b.len - 1] == ' ')
+            padded++;
+        json_decref(j);
+        buf_free(&b);
+        fy_savevm_free(s);
+    }
+    T_ASSERT(padded >= 1);
+}
+
 int main(void)
 {
     T_RUN(test_golden_stream);
@@ -509,5 +554,6 @@ int main(void)
     T_RUN(test_golden_commands);
     T_RUN(test_vmdesc_shape);
     T_RUN(test_vmdesc_configuration_subsections);
+    T_RUN(test_vmdesc_findable);
     return t_done();
 }

@@ -340,6 +340,12 @@ static void test_postcopy_package(void)
     fy_register_savevm_live(src.s, "iter", 0, 1, &iter_pc_handlers, &src.iter, &err);
     fy_register_savevm_live(dst.s, "iter", 0, 1, &iter_pc_handlers, &dst.iter, &err);
     src.iter.per_round = 5;
+    /* an iterative entry without postcopy: it finishes at the switch */
+    Iter late_src, late_dst;
+    iter_init(&late_src, 5, 1);
+    iter_init(&late_dst, 0, 1);
+    fy_register_savevm_live(src.s, "late", 0, 1, &iter_handlers, &late_src, &err);
+    fy_register_savevm_live(dst.s, "late", 0, 1, &iter_handlers, &late_dst, &err);
 
     /* source */
     T_EQ_INT(fy_savevm_state_header(src.s, m.f, &err), 0);
@@ -349,13 +355,16 @@ static void test_postcopy_package(void)
     /* switch: iterable-only completion leaves postcopy entries alone */
     T_EQ_INT(fy_savevm_state_complete_iterable(src.s, m.f, true, &err), 0);
     T_EQ_INT(src.iter.completes, 0);
+    T_EQ_INT(late_src.completes, 1);
     fy_savevm_command_send(pkg.f, MIG_CMD_POSTCOPY_LISTEN, 0, NULL);
     T_EQ_INT(fy_savevm_state_complete_devices(src.s, pkg.f, &err), 0);
     fy_savevm_send_ping(pkg.f, 0x42);
     fy_savevm_command_send(pkg.f, MIG_CMD_POSTCOPY_RUN, 0, NULL);
     mem_out_finish(&pkg, &p);
     fy_savevm_send_packaged(m.f, p.d, p.len);
-    T_EQ_INT(fy_savevm_state_iterate(src.s, m.f, &err), 0);
+    T_EQ_INT(fy_savevm_state_iterate_postcopy(src.s, m.f, &err), 0);
+    T_EQ_INT(src.iter.iterates, 2);
+    T_EQ_INT(late_src.iterates, 0); /* not iterated in postcopy */
     T_EQ_INT(fy_savevm_state_complete_postcopy(src.s, m.f, &err), 0);
     if (err)
         T_FAIL("save: %s", fy_error_msg(err));
@@ -394,6 +403,8 @@ static void test_postcopy_package(void)
     T_EQ_INT(dst.iter.load_cleanups, 1);
     T_EQ_INT(res.eof_offset + 1, b.len);
     vm_assert_equal(&src, &dst);
+    T_EQ_INT(late_dst.count, 5);
+    T_EQ_MEM(late_dst.vals, late_src.vals, sizeof(late_src.vals));
     fy_stream_close(f, NULL);
 
     buf_free(&b);
