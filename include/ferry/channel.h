@@ -36,6 +36,8 @@ enum {
     FY_CHANNEL_FEATURE_SHUTDOWN = 1 << 1,
     FY_CHANNEL_FEATURE_SEEKABLE = 1 << 2, /* file: pread/pwrite at offsets */
     FY_CHANNEL_FEATURE_ZEROCOPY = 1 << 3, /* MSG_ZEROCOPY capable socket */
+    FY_CHANNEL_FEATURE_DUPLEX   = 1 << 4, /* one socket both ways: a dup of it
+                                             is the return path */
 };
 
 typedef enum {
@@ -80,6 +82,9 @@ ssize_t fy_channel_writev_fds(FyChannel *c, const struct iovec *iov, int iovcnt,
 int fy_channel_read_all(FyChannel *c, void *buf, size_t len, FyError **errp);
 int fy_channel_write_all(FyChannel *c, const void *buf, size_t len, FyError **errp);
 int fy_channel_writev_all(FyChannel *c, struct iovec *iov, int iovcnt, FyError **errp);
+/* Wait until a non-blocking channel can be read (or written). timeout_ms
+ * < 0: forever. Returns 1 when ready, 0 on timeout, -1 with *errp set. */
+int fy_channel_wait(FyChannel *c, bool for_write, int timeout_ms, FyError **errp);
 int fy_channel_shutdown(FyChannel *c, FyShutdownHow how, FyError **errp);
 int fy_channel_set_blocking(FyChannel *c, bool blocking, FyError **errp);
 /* Close and free. Returns -1 with *errp set if closing reported an error

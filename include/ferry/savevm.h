@@ -117,10 +117,18 @@ typedef struct FySaveVMConfig {
     uint8_t uuid[16];
 } FySaveVMConfig;
 
+/* Defaults: 4 KiB pages (12, legacy 12), configuration, footers and VM
+ * description on, no capabilities, no uuid. NULL if machine_type does not
+ * fit FySaveVMConfig.machine_type (or out of memory). */
 FySaveState *fy_savevm_new(const char *machine_type);
 void fy_savevm_free(FySaveState *s);
 FySaveVMConfig *fy_savevm_config(FySaveState *s);
 
+/* Register an entry under (idstr, instance_id); idstr is 1..255 bytes,
+ * instance_id >= 0 or FY_INSTANCE_ANY (one more than the highest instance
+ * of idstr so far, or 0). A key that is already registered is an error.
+ * The section id is the next of this FySaveState's counter. The vmsd and
+ * opaque must outlive the entry; ops is copied. */
 int fy_register_vmstate(FySaveState *s, const char *idstr, int instance_id,
                         const VMStateDescription *vmsd, void *opaque,
                         FyError **errp);
@@ -129,6 +137,7 @@ int fy_register_savevm_live(FySaveState *s, const char *idstr, int instance_id,
                             void *opaque, FyError **errp);
 /* Returns the instance id actually used (after FY_INSTANCE_ANY), or -1. */
 int fy_savevm_last_instance_id(FySaveState *s);
+/* FY_INSTANCE_ANY removes every instance of idstr. */
 void fy_unregister_savevm(FySaveState *s, const char *idstr, int instance_id);
 
 /* Iterate entries in save order. */
@@ -173,10 +182,14 @@ int fy_savevm_state_complete_devices(FySaveState *s, FyStream *f, FyError **errp
  * active entries that have it, then EOF (no VM description in postcopy). */
 int fy_savevm_state_complete_postcopy(FySaveState *s, FyStream *f,
                                       FyError **errp);
-/* EOF + description. */
+/* EOF + description. The JSON is QEMU's shape and formatting; when its
+ * length's bytes would stop analyze-migration.py from finding it (1 length
+ * in 256), it is padded with blanks. */
 int fy_savevm_state_finish(FySaveState *s, FyStream *f, FyError **errp);
 void fy_savevm_state_cleanup(FySaveState *s);
-/* All of the above in one go (savevm to a file, snapshot). */
+/* All of the above in one go (savevm to a file, snapshot): header, setup,
+ * iterate until every entry is done (the VM should be stopped, or this may
+ * not end), completion, cleanup. */
 int fy_savevm_save_all(FySaveState *s, FyStream *f, FyError **errp);
 
 /* QEMU_VM_COMMAND. len must be the command's fixed length where it has one

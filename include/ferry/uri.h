@@ -4,7 +4,8 @@
  *   tcp:HOST:PORT        HOST may be a name, IPv4, or [IPv6]; PORT 0 = any
  *   unix:PATH
  *   exec:COMMAND         the rest of the string, given to /bin/sh -c
- *   fd:N                 an already-open descriptor number (or a name, unused)
+ *   fd:N                 an already-open descriptor number; the channel works
+ *                        on a duplicate, so N stays the caller's to close
  *   file:PATH[,offset=N] the stream starts N bytes into the file (decimal,
  *                        or 0x hex), leaving room for a manager's own header
  *

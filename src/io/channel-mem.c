@@ -1,7 +1,11 @@
 /*
  * channel-mem.c: an in-memory channel for tests and tools. Writes append to
- * a growable buffer; reads consume from a read position. Never blocks.
+ * a growable buffer; reads consume from a read position. Never blocks, so
+ * a read past the end is end of file. Shutdown makes reads see EOF and
+ * writes fail with EPIPE, like a socket.
  */
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +14,7 @@
 typedef struct {
     uint8_t *data;
     size_t len, cap, rpos;
-    bool shut_read;
+    bool shut_read, shut_write;
 } MemChannel;
 
 static ssize_t mem_readv(FyChannel *c, const struct iovec *iov, int iovcnt,
@@ -26,6 +30,8 @@ static ssize_t mem_readv(FyChannel *c, const struct iovec *iov, int iovcnt,
         size_t n = m->len - m->rpos;
         if (n > iov[i].iov_len)
             n = iov[i].iov_len;
+        if (!n)
+            continue;
         memcpy(iov[i].iov_base, m->data + m->rpos, n);
         m->rpos += n;
         done += n;
@@ -37,6 +43,8 @@ static int mem_reserve(MemChannel *m, size_t extra)
 {
     if (m->len + extra <= m->cap)
         return 0;
+    if (extra > SIZE_MAX / 4 - m->len)
+        return -1;
     size_t cap = m->cap ? m->cap : 4096;
     while (cap < m->len + extra)
         cap *= 2;
@@ -52,6 +60,10 @@ static ssize_t mem_writev(FyChannel *c, const struct iovec *iov, int iovcnt,
                           const int *fds, size_t nfds, FyError **errp)
 {
     MemChannel *m = c->priv;
+    if (m->shut_write) {
+        fy_error_setg_errno(errp, EPIPE, "%s: write", c->name);
+        return -1;
+    }
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
@@ -73,6 +85,8 @@ static int mem_shutdown(FyChannel *c, FyShutdownHow how, FyError **errp)
     MemChannel *m = c->priv;
     if (how & FY_SHUTDOWN_READ)
         m->shut_read = true;
+    if (how & FY_SHUTDOWN_WRITE)
+        m->shut_write = true;
     return 0;
 }
 
@@ -102,7 +116,7 @@ FyChannel *fy_channel_mem_new(const void *data, size_t len)
     }
     c->priv = m;
     c->features = FY_CHANNEL_FEATURE_SHUTDOWN;
-    if (len && (mem_reserve(m, len) < 0)) {
+    if (len && mem_reserve(m, len) < 0) {
         fy_channel_close(c, NULL);
         return NULL;
     }

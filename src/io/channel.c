@@ -1,13 +1,19 @@
 /*
- * channel.c: the transport-independent half of channels: dispatch, EINTR,
- * short reads and writes, and waiting on non-blocking channels.
+ * channel.c: the transport-independent half of channels: dispatch, short
+ * reads and writes, and waiting on non-blocking channels.
+ *
+ * Implementations loop on EINTR themselves and turn EAGAIN into FY_IO_AGAIN;
+ * the *_all helpers here turn FY_IO_AGAIN into a poll() and go on, so they
+ * behave the same on blocking and non-blocking channels.
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ferry/channel.h"
 
@@ -72,22 +78,42 @@ ssize_t fy_channel_writev(FyChannel *c, const struct iovec *iov, int iovcnt,
     return fy_channel_writev_fds(c, iov, iovcnt, NULL, 0, errp);
 }
 
-/* A non-blocking channel that said "again": wait until it can go on. */
-static int channel_wait(FyChannel *c, bool for_write, FyError **errp)
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int fy_channel_wait(FyChannel *c, bool for_write, int timeout_ms, FyError **errp)
 {
     int fd = for_write ? c->wfd : c->rfd;
     if (fd < 0)
-        return 0;
+        return 1; /* nothing to poll: the next call will say what it can */
     struct pollfd p = { .fd = fd, .events = for_write ? POLLOUT : POLLIN };
+    int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
     for (;;) {
-        int r = poll(&p, 1, -1);
-        if (r >= 0)
+        int left = -1;
+        if (timeout_ms >= 0) {
+            int64_t d = deadline - now_ms();
+            left = d > 0 ? (int)d : 0;
+        }
+        int r = poll(&p, 1, left);
+        if (r > 0)
+            return 1; /* POLLHUP/POLLERR too: the read or write reports it */
+        if (r == 0)
             return 0;
         if (errno != EINTR) {
             fy_error_setg_errno(errp, errno, "%s: poll", c->name);
             return -1;
         }
     }
+}
+
+/* A non-blocking channel said "again": wait until it can go on. */
+static int channel_wait(FyChannel *c, bool for_write, FyError **errp)
+{
+    return fy_channel_wait(c, for_write, -1, errp) < 0 ? -1 : 0;
 }
 
 int fy_channel_read_all(FyChannel *c, void *buf, size_t len, FyError **errp)
@@ -125,7 +151,7 @@ int fy_channel_writev_all(FyChannel *c, struct iovec *iov, int iovcnt,
             iovcnt--;
             continue;
         }
-        int cnt = iovcnt > 1024 ? 1024 : iovcnt;
+        int cnt = iovcnt > IOV_MAX ? IOV_MAX : iovcnt;
         ssize_t n = fy_channel_writev(c, iov, cnt, errp);
         if (n == FY_IO_AGAIN) {
             if (channel_wait(c, true, errp) < 0)

@@ -32,6 +32,9 @@ extern const FyChannelOps fy_fd_ops;
 FyChannel *fy_fd_channel_new(int rfd, int wfd, FyError **errp,
                              const char *name_fmt, ...) FY_PRINTF(4, 5);
 
+/* fd:N: a channel on a duplicate of fd; the caller keeps fd. */
+FyChannel *fy_channel_fd_dup(int fd, const char *name, FyError **errp);
+
 /* The fd ops, for channels that override only some of them. */
 ssize_t fy_fd_readv(FyChannel *c, const struct iovec *iov, int iovcnt,
                     int *fds, size_t *nfds, FyError **errp);
@@ -46,8 +49,5 @@ int fy_fd_close(FyChannel *c, FyError **errp);
 void fy_socket_tune(int fd, int family);
 /* "tcp:1.2.3.4:5" / "tcp:[::1]:5" / "unix:/path" for a bound socket. */
 char *fy_socket_address(int fd);
-
-/* Spawn /bin/sh -c cmd (channel-exec.c) for the incoming side too. */
-FyChannel *fy_exec_spawn(const char *cmd, bool for_write, FyError **errp);
 
 #endif

@@ -29,7 +29,8 @@
 
 typedef struct In {
     FyMigration *m;
-    FyStream *f;
+    FyChannel *c;
+    FyStream *f;              /* over c, which it does not own */
     FyStream *rp;             /* owned by f */
     uint64_t devices_begin_ms;
     bool devices_begun;
@@ -87,12 +88,9 @@ static int in_accept(In *in, FyError **errp)
     fy_listener_free(l);
     if (!c)
         return -1;
-    in->f = fy_stream_new_input(c, true);
+    in->c = c;
+    in->f = fy_stream_new_input(c, false);
     if (!in->f) {
-        pthread_mutex_lock(&m->lock);
-        m->chan = NULL;
-        pthread_mutex_unlock(&m->lock);
-        fy_channel_close(c, NULL);
         fy_error_setg(errp, "out of memory for the migration stream");
         return -1;
     }
@@ -153,7 +151,18 @@ static void in_finish(In *in, int r, FyError *err)
     pthread_mutex_lock(&m->lock);
     m->chan = NULL;
     pthread_mutex_unlock(&m->lock);
+    /* The channel's close may know why the stream ended early: an exec
+     * child that could not read its file says so in its exit status. */
+    FyError *cerr = NULL;
     fy_stream_close(in->f, NULL);
+    fy_channel_close(in->c, &cerr);
+    if (r < 0 && err && cerr) {
+        fy_error_prepend(&cerr, "%s; ", fy_error_msg(err));
+        fy_error_free(err);
+        err = cerr;
+        cerr = NULL;
+    }
+    fy_error_free(cerr);
 
     pthread_mutex_lock(&m->lock);
     bool cancel = m->cancel_req;

@@ -42,7 +42,8 @@
 
 typedef struct Out {
     FyMigration *m;
-    FyStream *f;
+    FyChannel *c;
+    FyStream *f;             /* over c, which it does not own */
     bool rp_on;
     bool setup_done;
     bool vm_stopped;
@@ -79,12 +80,9 @@ static int out_connect(Out *o, FyError **errp)
     m->chan = c;
     bool cancel = m->cancel_req;
     pthread_mutex_unlock(&m->lock);
-    o->f = fy_stream_new_output(c, true);
+    o->c = c;
+    o->f = fy_stream_new_output(c, false);
     if (!o->f) {
-        pthread_mutex_lock(&m->lock);
-        m->chan = NULL;
-        pthread_mutex_unlock(&m->lock);
-        fy_channel_close(c, NULL);
         fy_error_setg(errp, "out of memory for the migration stream");
         return -1;
     }
@@ -311,14 +309,27 @@ static void detach_channel(FyMigration *m)
     pthread_mutex_unlock(&m->lock);
 }
 
-static int close_stream(Out *o, FyError **errp)
+static FyError *join_errors(FyError *first, const char *sep, FyError *second)
+{
+    if (!second)
+        return first;
+    if (!first)
+        return second;
+    fy_error_prepend(&second, "%s%s", fy_error_msg(first), sep);
+    fy_error_free(first);
+    return second;
+}
+
+/* Flush and close. The stream's error (a failed flush) and the channel's
+ * own (an exec child's exit status) come back separately: after a failure
+ * the first only repeats what is known, the second may be the reason. */
+static void close_stream(Out *o, FyError **stream_err, FyError **chan_err)
 {
     detach_channel(o->m);
-    int r = fy_stream_close(o->f, errp);
+    fy_stream_close(o->f, stream_err);
+    fy_channel_close(o->c, chan_err);
     o->f = NULL;
-    if (r < 0)
-        fy_error_prepend(errp, "closing the migration channel: ");
-    return r;
+    o->c = NULL;
 }
 
 static int out_complete(Out *o, FyError **errp)
@@ -344,8 +355,14 @@ static int out_complete(Out *o, FyError **errp)
             return -1;
         fy_mig_rp_join(m);
     }
-    if (close_stream(o, errp) < 0)
+    FyError *serr = NULL, *cerr = NULL;
+    close_stream(o, &serr, &cerr);
+    if (serr || cerr) {
+        FyError *e = join_errors(serr, "; ", cerr);
+        fy_error_prepend(&e, "closing the migration channel: ");
+        fy_error_propagate(errp, e);
         return -1;
+    }
 
     uint64_t now = fy_mig_now_ms();
     pthread_mutex_lock(&m->lock);
@@ -362,17 +379,6 @@ static int out_complete(Out *o, FyError **errp)
 }
 
 /* ---- finish ---- */
-
-static FyError *join_errors(FyError *first, const char *sep, FyError *second)
-{
-    if (!second)
-        return first;
-    if (!first)
-        return second;
-    fy_error_prepend(&second, "%s%s", fy_error_msg(first), sep);
-    fy_error_free(first);
-    return second;
-}
 
 /* After a channel error, the destination usually knows why: give its
  * return path a moment to report, and prefer its verdict. */
@@ -435,14 +441,10 @@ static void out_finish(Out *o, int r, FyError *err)
     if (r < 0)
         err = root_cause(o, err);
     stop_return_path(o);
-    if (o->f) {
-        /* A stream that already failed reports that same error again on
-         * close; only a clean stream's close error (an exec child's exit
-         * status) adds news. */
-        bool clean = !fy_stream_error(o->f);
+    if (o->c) {
         FyError *cerr = NULL;
-        close_stream(o, &cerr);
-        if (r < 0 && clean && !cancel_requested(m))
+        close_stream(o, NULL, &cerr);
+        if (r < 0 && !cancel_requested(m))
             err = join_errors(err, "; ", cerr);
         else
             fy_error_free(cerr);

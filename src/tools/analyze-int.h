@@ -263,6 +263,7 @@ int an_open_mem(An *a, const void *data, size_t len, bool seekable);
 /* Walk the whole stream. Returns 0, or -1 with a->err set. */
 int an_run(An *a);
 void an_fail(An *a, uint64_t off, const char *fmt, ...) FY_PRINTF(3, 4);
+const char *an_cmd_name(unsigned cmd);
 void an_note(An *a, const char *fmt, ...) FY_PRINTF(2, 3);
 AnSection *an_section_by_id(An *a, uint32_t id);
 /* A printable, quoted-safe copy of up to len bytes of s. */
@@ -316,6 +317,8 @@ int an_store_open(An *a, AnBlock *b);
 int an_store_write(An *a, AnBlock *b, uint64_t addr, const uint8_t *p, size_t n);
 int an_store_read(An *a, AnBlock *b, uint64_t addr, uint8_t *p, size_t n);
 int an_store_flush(An *a);
+/* Write a small file under the -x directory (desc.json, state.json). */
+int an_extract_write_file(An *a, const char *name, const char *data, size_t len);
 /* Make `name` a relative path under a directory: no "..", no leading "/". */
 int an_safe_relpath(const char *name, char *out, size_t outsz);
 

@@ -230,7 +230,6 @@ int an_store_read(An *a, AnBlock *b, uint64_t addr, uint8_t *p, size_t n)
 }
 
 /* Write a whole small file under the extract directory. */
-int an_extract_write_file(An *a, const char *name, const char *data, size_t len);
 int an_extract_write_file(An *a, const char *name, const char *data, size_t len)
 {
     char rel[1024];

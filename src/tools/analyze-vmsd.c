@@ -337,7 +337,7 @@ static json_t *decode_fields(An *a, AnRd *r, json_t *fields, json_t *out,
             if (jlen || json_object_get(f, "index"))
                 snprintf(fpath, sizeof(fpath), "%s%s%s[%" PRId64 "]", path,
                          *path ? "." : "", name,
-                         jlen ? k : json_integer_value(json_object_get(f, "index")));
+                         jlen ? k : (int64_t)json_integer_value(json_object_get(f, "index")));
             else
                 snprintf(fpath, sizeof(fpath), "%s%s%s", path, *path ? "." : "",
                          name);

@@ -375,6 +375,48 @@ static void test_pause_before_switchover(void)
     }
 }
 
+/* Cancel while the device state is being saved (status device, the VM
+ * stopped): the VM runs again, nothing is committed. */
+static void test_cancel_in_device_phase(void)
+{
+    TestVM *src = running_source(8);
+    TestVM *dst = tvm_new("dst", NULL);
+    tvm_cap(src, "pause-before-switchover", true);
+    tvm_set_param_int(src, "max-bandwidth", 0);
+    pthread_mutex_lock(&src->lock);
+    src->gate_pre_save = true;
+    pthread_mutex_unlock(&src->lock);
+    FyError *err = NULL;
+    T_EQ_INT(fy_migrate_incoming(dst->mig, "tcp:127.0.0.1:0", &err), 0);
+    char *addr = fy_migration_incoming_address(dst->mig);
+    T_EQ_INT(fy_migrate(src->mig, addr, false, &err), 0);
+    free(addr);
+    T_ASSERT(fy_migration_wait_for(src->mig, MIGRATION_STATUS_PRE_SWITCHOVER,
+                                   20000));
+    T_EQ_INT(fy_migrate_continue(src->mig, "pre-switchover", &err), 0);
+    pthread_mutex_lock(&src->lock);
+    while (!src->in_pre_save)
+        pthread_cond_wait(&src->cond, &src->lock);
+    pthread_mutex_unlock(&src->lock);
+    T_EQ_STR(fy_mig_status_name(fy_migration_status(src->mig)), "device");
+    T_ASSERT(!tvm_is_running(src));
+    T_EQ_INT(fy_migrate_cancel(src->mig, &err), 0);
+    pthread_mutex_lock(&src->lock);
+    src->gate_pre_save = false;
+    pthread_cond_broadcast(&src->cond);
+    pthread_mutex_unlock(&src->lock);
+    T_EQ_STR(fy_mig_status_name(fy_migration_wait(src->mig, 10000)), "cancelled");
+    char ev[256];
+    tvm_status_events(src, ev, sizeof(ev));
+    T_EQ_STR(ev, "setup,active,pre-switchover,device,cancelling,cancelled");
+    T_ASSERT(tvm_is_running(src));
+    T_EQ_STR(fy_mig_status_name(fy_migration_wait(dst->mig, 10000)), "failed");
+    T_ASSERT(!tvm_is_running(dst));
+    tvm_free(dst);
+    migrate_again_ok(src);
+    tvm_free(src);
+}
+
 static void test_cancel_incoming(void)
 {
     TestVM *dst = tvm_new("dst", NULL);
@@ -445,6 +487,7 @@ int main(void)
     T_RUN(test_cancel_in_setup);
     T_RUN(test_cancel_active);
     T_RUN(test_pause_before_switchover);
+    T_RUN(test_cancel_in_device_phase);
     T_RUN(test_cancel_incoming);
     T_RUN(test_early_failures);
     return t_done();

@@ -6,7 +6,6 @@
  * migration, so its memory is the state at switchover), the status and
  * event sequence, and query-migrate's numbers.
  */
-#include <fcntl.h>
 #include <sys/socket.h>
 
 #include "t.h"
@@ -120,8 +119,9 @@ static void test_fd_socketpair(void)
     FyMigStatus s, d;
     tvm_migrate(src, dst, out, in, &s, &d);
     expect_success(src, dst, s, d);
-    /* Both descriptors were handed over and are closed now. */
-    T_ASSERT(fcntl(sv[0], F_GETFD) < 0 && fcntl(sv[1], F_GETFD) < 0);
+    /* The channels used duplicates: the descriptors are still ours. */
+    T_EQ_INT(close(sv[0]), 0);
+    T_EQ_INT(close(sv[1]), 0);
     tvm_free(src);
     tvm_free(dst);
 }

@@ -41,10 +41,13 @@ typedef struct TestDev {
     uint8_t buf[32];
 } TestDev;
 
+static int testdev_pre_save(void *opaque, FyError **errp);
+
 static const VMStateDescription vmstate_testdev = {
     .name = "testdev",
     .version_id = 1,
     .minimum_version_id = 1,
+    .pre_save = testdev_pre_save,
     .fields = (const VMStateField[]) {
         VMSTATE_UINT32(counter, TestDev),
         VMSTATE_UINT64_ARRAY(regs, TestDev, 4),
@@ -78,6 +81,8 @@ typedef struct TestVM {
 
     bool gate_dirty_log_start; /* (lock) block dirty_log_start until cleared */
     bool in_dirty_log_start;   /* (lock) */
+    bool gate_pre_save;        /* (lock) block the device's pre_save */
+    bool in_pre_save;          /* (lock) */
     int starts, stops;         /* (lock) */
 
     pthread_mutex_t ev_lock;
@@ -96,6 +101,22 @@ static inline void tvm_sleep_ms(int ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
     nanosleep(&ts, NULL);
+}
+
+/* The device save waits at the gate: a test holds the migration in the
+ * device phase this way. */
+static int testdev_pre_save(void *opaque, FyError **errp)
+{
+    TestVM *vm = (TestVM *)((char *)opaque - offsetof(TestVM, dev));
+    (void)errp;
+    pthread_mutex_lock(&vm->lock);
+    vm->in_pre_save = true;
+    pthread_cond_broadcast(&vm->cond);
+    while (vm->gate_pre_save)
+        pthread_cond_wait(&vm->cond, &vm->lock);
+    vm->in_pre_save = false;
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
 }
 
 /* ---- VM ops ---- */

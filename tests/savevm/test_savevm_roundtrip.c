@@ -5,6 +5,8 @@
  * with a PACKAGED command, and a stream over a real socket pair.
  */
 #include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "savevm-test.h"
 
@@ -511,6 +513,29 @@ static void test_save_errors(void)
     fy_savevm_free(s);
 }
 
+/* A transport that fails: the error says so, with strerror. */
+static void test_save_to_broken_pipe(void)
+{
+    Vm src;
+    int fds[2];
+    FyError *err = NULL;
+
+    signal(SIGPIPE, SIG_IGN);
+    T_EQ_INT(pipe(fds), 0);
+    close(fds[0]);
+    FyChannel *c = fy_channel_fd_new(fds[1], "pipe:test", &err);
+    FyStream *f = fy_stream_new_output(c, true);
+    vm_init(&src, "pc", 4);
+    T_EQ_INT(fy_savevm_save_all(src.s, f, &err), -1);
+    T_CONTAINS(err ? fy_error_msg(err) : NULL, "Broken pipe");
+    T_CONTAINS(err ? fy_error_msg(err) : NULL, "pipe:test");
+    T_EQ_INT(src.iter.cleanups, 1);
+    fy_error_clear(&err);
+    T_EQ_INT(fy_stream_close(f, &err), -1);
+    fy_error_free(err);
+    vm_free(&src);
+}
+
 int main(void)
 {
     T_RUN(test_roundtrip_whole_vm);
@@ -522,5 +547,6 @@ int main(void)
     T_RUN(test_postcopy_package);
     T_RUN(test_roundtrip_socketpair);
     T_RUN(test_save_errors);
+    T_RUN(test_save_to_broken_pipe);
     return t_done();
 }

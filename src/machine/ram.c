@@ -1,0 +1,131 @@
+/*
+ * ram.c: guest RAM. Each block is a memfd (or a memfd handed in by the
+ * caller) mapped MAP_SHARED, so a local destination can be given the same
+ * memory by fd. Nothing is touched here: a block's untouched pages stay
+ * holes in the memfd until the guest writes them.
+ *
+ * Blocks are laid end to end in config order, both as guest-physical
+ * addresses (mr_addr) and as the linear page numbers the workloads use.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "machine/machine-int.h"
+
+static int ram_block_open(const FyMachineRamConfig *rc, FyError **errp)
+{
+    if (rc->fd < 0) {
+        int fd = memfd_create(rc->idstr, MFD_CLOEXEC);
+        if (fd < 0) {
+            fy_error_setg_errno(errp, errno, "RAM block '%s': memfd_create", rc->idstr);
+            return -1;
+        }
+        if (ftruncate(fd, (off_t)rc->size) < 0) {
+            fy_error_setg_errno(errp, errno, "RAM block '%s': ftruncate to %" PRIu64
+                                " bytes", rc->idstr, rc->size);
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    struct stat st;
+    if (fstat(rc->fd, &st) < 0) {
+        fy_error_setg_errno(errp, errno, "RAM block '%s': fd %d", rc->idstr, rc->fd);
+        return -1;
+    }
+    if ((uint64_t)st.st_size < rc->size) {
+        fy_error_setg(errp, "RAM block '%s': fd %d holds %" PRIu64 " bytes, "
+                      "%" PRIu64 " needed", rc->idstr, rc->fd, (uint64_t)st.st_size,
+                      rc->size);
+        return -1;
+    }
+    int fd = fcntl(rc->fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        fy_error_setg_errno(errp, errno, "RAM block '%s': dup of fd %d", rc->idstr,
+                            rc->fd);
+    return fd;
+}
+
+static int ram_block_create(FyMachine *m, int i, uint64_t gpa, FyError **errp)
+{
+    const FyMachineRamConfig *rc = &m->cfg.ram[i];
+    if (rc->size == 0 || rc->size % FY_TARGET_PAGE_SIZE) {
+        fy_error_setg(errp, "RAM block '%s': size %" PRIu64 " is not a non-zero "
+                      "multiple of %u", rc->idstr, rc->size, FY_TARGET_PAGE_SIZE);
+        return -1;
+    }
+    for (int j = 0; j < i; j++) {
+        if (strcmp(m->cfg.ram[j].idstr, rc->idstr) == 0) {
+            fy_error_setg(errp, "RAM block '%s' is configured twice", rc->idstr);
+            return -1;
+        }
+    }
+    int fd = ram_block_open(rc, errp);
+    if (fd < 0)
+        return -1;
+    void *host = mmap(NULL, rc->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (host == MAP_FAILED) {
+        fy_error_setg_errno(errp, errno, "RAM block '%s': mmap of %" PRIu64 " bytes",
+                            rc->idstr, rc->size);
+        close(fd);
+        return -1;
+    }
+    FyRamBlock *b = &m->blocks[i];
+    memset(b, 0, sizeof(*b));
+    snprintf(b->idstr, sizeof(b->idstr), "%s", rc->idstr);
+    b->host = host;
+    b->used_length = rc->size;
+    b->page_size = FY_TARGET_PAGE_SIZE;
+    b->fd = fd;
+    b->fd_offset = 0;
+    b->mr_addr = gpa;
+    b->shared = true;
+    m->nblocks = i + 1;
+    return 0;
+}
+
+int fy_machine_ram_create(FyMachine *m, FyError **errp)
+{
+    if (m->cfg.nr_ram < 1 || m->cfg.nr_ram > FY_MACHINE_MAX_RAM) {
+        fy_error_setg(errp, "machine: %d RAM blocks (1..%d)", m->cfg.nr_ram,
+                      FY_MACHINE_MAX_RAM);
+        return -1;
+    }
+    uint64_t gpa = 0, lpage = 0;
+    for (int i = 0; i < m->cfg.nr_ram; i++) {
+        if (ram_block_create(m, i, gpa, errp) < 0)
+            return -1;
+        FyRamBlock *b = &m->blocks[i];
+        m->list.blocks[i] = b;
+        m->gmap.host[i] = b->host;
+        m->gmap.first[i] = lpage;
+        lpage += b->used_length / FY_TARGET_PAGE_SIZE;
+        m->gmap.end[i] = lpage;
+        /* Next block on a 2 MiB guest-physical boundary, as a board would. */
+        gpa = (gpa + b->used_length + (2u << 20) - 1) & ~(uint64_t)((2u << 20) - 1);
+    }
+    m->list.count = m->nblocks;
+    m->gmap.nblocks = m->nblocks;
+    return 0;
+}
+
+void fy_machine_ram_destroy(FyMachine *m)
+{
+    for (int i = 0; i < m->nblocks; i++) {
+        FyRamBlock *b = &m->blocks[i];
+        if (b->host)
+            munmap(b->host, b->used_length);
+        if (b->fd >= 0)
+            close(b->fd);
+        b->host = NULL;
+        b->fd = -1;
+    }
+    m->nblocks = 0;
+    m->list.count = 0;
+}

@@ -1,0 +1,384 @@
+/*
+ * analyze-test.h: helpers shared by the tests of `ferry analyze`.
+ *
+ * - files: read a whole file, gunzip one, find the fixtures and the ferry
+ *   binary (FERRY_SRC / FERRY_BUILD, set by meson);
+ * - run: the ferry program as a child, stdout/stderr captured, exit code;
+ * - analyze in process: an An over a file or bytes, with options;
+ * - Sb: a byte builder for hand-made streams, written from the format facts
+ *   (shared/reference/qemu-wire-format.md), not by the code under test;
+ * - the fixture checks (every section decoded, RAM equal to QEMU's pmemsave)
+ *   used for the committed fixtures and for freshly made ones.
+ */
+#ifndef FERRY_TESTS_ANALYZE_TEST_H
+#define FERRY_TESTS_ANALYZE_TEST_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <zlib.h>
+
+#include "t.h"
+#include "tools/analyze-int.h"
+
+/* ---------------------------------------------------------------- files */
+
+static inline const char *src_dir(void)
+{
+    const char *s = getenv("FERRY_SRC");
+    return s ? s : ".";
+}
+
+static inline const char *ferry_bin(char *buf, size_t len)
+{
+    const char *b = getenv("FERRY_BUILD");
+    snprintf(buf, len, "%s/src/tools/ferry", b ? b : ".");
+    return buf;
+}
+
+static inline const char *fixture(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/tests/fixtures/%s", src_dir(), name);
+    return buf;
+}
+
+static inline uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    uint8_t *d = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1 << 16;
+            d = realloc(d, cap);
+        }
+        size_t r = fread(d + n, 1, cap - n, f);
+        if (r == 0)
+            break;
+        n += r;
+    }
+    fclose(f);
+    *len = n;
+    return d;
+}
+
+static inline int write_file(const char *path, const void *d, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(d, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+static inline uint8_t *read_gz(const char *path, size_t *len)
+{
+    gzFile g = gzopen(path, "rb");
+    if (!g)
+        return NULL;
+    uint8_t *d = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1 << 20;
+            d = realloc(d, cap);
+        }
+        int r = gzread(g, d + n, (unsigned)(cap - n));
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    gzclose(g);
+    *len = n;
+    return d;
+}
+
+static inline char *make_tmpdir(void)
+{
+    char *t = strdup("/tmp/ferry-analyze-test-XXXXXX");
+    if (!mkdtemp(t)) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static inline void rm_rf(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
+}
+
+/* ---------------------------------------------------------------- run */
+
+typedef struct Run {
+    int status;     /* exit code, or 128 + signal */
+    char *out, *err;
+    size_t out_len, err_len;
+} Run;
+
+static inline char *slurp_fd(int fd, size_t *len)
+{
+    char *d = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 1 >= cap) {
+            cap = cap ? cap * 2 : 1 << 16;
+            d = realloc(d, cap);
+        }
+        ssize_t r = read(fd, d + n, cap - n - 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    d[n] = '\0';
+    *len = n;
+    return d;
+}
+
+/* Run `sh -c cmd` with stdout and stderr to temp files. */
+static inline Run run_sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    Run r = { 0 };
+    FILE *o = tmpfile(), *e = tmpfile();
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fileno(o), 1);
+        dup2(fileno(e), 2);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    rewind(o);
+    rewind(e);
+    r.out = slurp_fd(fileno(o), &r.out_len);
+    r.err = slurp_fd(fileno(e), &r.err_len);
+    fclose(o);
+    fclose(e);
+    return r;
+}
+
+static inline void run_free(Run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* ---------------------------------------------------------------- in process */
+
+static inline An *analyze_file(const char *path, const AnOpts *o)
+{
+    AnOpts d = { .dump = AN_DUMP_NONE, .quiet = true };
+    An *a = an_new(o ? o : &d);
+    if (an_open(a, path) == 0)
+        an_run(a);
+    return a;
+}
+
+static inline An *analyze_mem(const void *data, size_t len, bool seekable,
+                              const AnOpts *o)
+{
+    AnOpts d = { .dump = AN_DUMP_NONE, .quiet = true };
+    An *a = an_new(o ? o : &d);
+    if (an_open_mem(a, data, len, seekable) == 0)
+        an_run(a);
+    return a;
+}
+
+static inline size_t count_kind(An *a, AnSecKind k)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < a->nsecs; i++)
+        n += a->secs[i]->kind == k;
+    return n;
+}
+
+static inline AnSection *find_section(An *a, const char *name, uint32_t inst)
+{
+    for (size_t i = 0; i < a->nsecs; i++)
+        if (!strcmp(a->secs[i]->name, name) && a->secs[i]->instance == inst)
+            return a->secs[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- stream builder */
+
+typedef struct Sb {
+    uint8_t *d;
+    size_t len, cap;
+} Sb;
+
+static inline void sb_raw(Sb *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->d = realloc(b->d, b->cap);
+    }
+    if (n)
+        memcpy(b->d + b->len, p, n);
+    b->len += n;
+}
+static inline void sb_u8(Sb *b, uint8_t v) { sb_raw(b, &v, 1); }
+static inline void sb_be16(Sb *b, uint16_t v)
+{
+    uint8_t x[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+    sb_raw(b, x, 2);
+}
+static inline void sb_be32(Sb *b, uint32_t v)
+{
+    uint8_t x[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
+    sb_raw(b, x, 4);
+}
+static inline void sb_be64(Sb *b, uint64_t v)
+{
+    sb_be32(b, (uint32_t)(v >> 32));
+    sb_be32(b, (uint32_t)v);
+}
+static inline void sb_str(Sb *b, const char *s)
+{
+    sb_u8(b, (uint8_t)strlen(s));
+    sb_raw(b, s, strlen(s));
+}
+static inline void sb_free(Sb *b)
+{
+    free(b->d);
+    memset(b, 0, sizeof(*b));
+}
+/* "QEVM", 3, configuration (be32 len + machine type) */
+static inline void sb_header(Sb *b, const char *machine)
+{
+    sb_be32(b, 0x5145564d);
+    sb_be32(b, 3);
+    sb_u8(b, 0x07);
+    sb_be32(b, (uint32_t)strlen(machine));
+    sb_raw(b, machine, strlen(machine));
+}
+static inline void sb_start(Sb *b, uint8_t type, uint32_t id, const char *name,
+                            uint32_t inst, uint32_t ver)
+{
+    sb_u8(b, type);
+    sb_be32(b, id);
+    sb_str(b, name);
+    sb_be32(b, inst);
+    sb_be32(b, ver);
+}
+static inline void sb_part(Sb *b, uint8_t type, uint32_t id)
+{
+    sb_u8(b, type);
+    sb_be32(b, id);
+}
+static inline void sb_footer(Sb *b, uint32_t id)
+{
+    sb_u8(b, 0x7e);
+    sb_be32(b, id);
+}
+/* EOF, then the description if json is not NULL */
+static inline void sb_end(Sb *b, const char *json)
+{
+    sb_u8(b, 0x00);
+    if (json) {
+        sb_u8(b, 0x06);
+        sb_be32(b, (uint32_t)strlen(json));
+        sb_raw(b, json, strlen(json));
+    }
+}
+
+/* ---------------------------------------------------------------- fixture checks */
+
+/* The 64 KiB the fixture script loads at 1 MiB (its LCG). */
+static inline void fixture_pattern(uint8_t *out)
+{
+    uint32_t x = 12345;
+    for (int i = 0; i < 65536; i++) {
+        x = x * 1103515245u + 12345u;
+        out[i] = (uint8_t)(x >> 24);
+    }
+}
+
+/* Every section decoded; every device of the description present. */
+static inline void check_all_decoded(const char *path, An *a)
+{
+    T_ASSERT(!a->failed);
+    if (a->failed)
+        printf("# %s: %s\n", path, a->err);
+    T_ASSERT(a->vmdesc != NULL);
+    T_EQ_INT(count_kind(a, SEC_OPAQUE), 0);
+    T_EQ_INT(count_kind(a, SEC_RAM), 1);
+    for (size_t i = 0; i < a->nsecs; i++) {
+        AnSection *s = a->secs[i];
+        if (s->kind == SEC_OPAQUE)
+            printf("# %s: undecoded '%s': %s\n", path, s->label, s->why ? s->why : "");
+        if (s->kind == SEC_DEVICE)
+            T_ASSERT(json_is_object(s->value));
+    }
+    json_t *devs = json_object_get(a->vmdesc, "devices");
+    size_t i;
+    json_t *d;
+    json_array_foreach(devs, i, d) {
+        const char *n = json_string_value(json_object_get(d, "name"));
+        uint32_t inst = (uint32_t)json_integer_value(json_object_get(d, "instance_id"));
+        AnSection *s = find_section(a, n, inst);
+        T_ASSERT(s && s->kind == SEC_DEVICE && s->value);
+    }
+    T_EQ_INT(a->nsecs, json_array_size(devs) + 1);
+}
+
+/* Extract pc.ram and compare with the pmemsave of the same guest over the
+ * guest-physical ranges that are pc.ram: [0, 640 KiB) and [1 MiB, 32 MiB)
+ * (in between, the PC's VGA window and BIOS shadows map other memory). */
+static inline void check_ram_equals_pmem(const char *mig, const char *pmem_gz,
+                                         bool has_pattern)
+{
+    char *dir = make_tmpdir();
+    AnOpts o = { .dump = AN_DUMP_NONE, .quiet = true, .extract_dir = dir };
+    An *a = analyze_file(mig, &o);
+    T_ASSERT(!a->failed);
+    if (a->failed)
+        printf("# %s: %s\n", mig, a->err);
+    an_free(a);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/pc.ram", dir);
+    size_t rl = 0, pl = 0;
+    uint8_t *ram = read_file(path, &rl), *pm = read_gz(pmem_gz, &pl);
+    T_ASSERT(ram && pm);
+    T_EQ_INT(rl, 32 << 20);
+    T_EQ_INT(pl, 32 << 20);
+    if (ram && pm && rl == pl && rl == 32 << 20) {
+        T_ASSERT(memcmp(ram, pm, 0xa0000) == 0);
+        T_ASSERT(memcmp(ram + 0x100000, pm + 0x100000, rl - 0x100000) == 0);
+        T_EQ_MEM(ram + 0x100000, pm + 0x100000, rl - 0x100000);
+        if (has_pattern) {
+            uint8_t pat[65536];
+            fixture_pattern(pat);
+            T_EQ_MEM(ram + 0x100000, pat, sizeof(pat));
+        }
+    }
+    free(ram);
+    free(pm);
+    rm_rf(dir);
+    free(dir);
+}
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * machine-test.h: helpers shared by the machine tests: small configs,
+ * creating machines that must work, digests, RAM snapshots and page diffs.
+ */
+#ifndef FERRY_TESTS_MACHINE_TEST_H
+#define FERRY_TESTS_MACHINE_TEST_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "ferry/machine.h"
+#include "t.h"
+
+static inline FyMachineConfig mt_config(FyWorkload w, int vcpus, uint64_t ram_mib,
+                                        uint64_t seed)
+{
+    FyMachineConfig c;
+    fy_machine_config_init(&c);
+    c.ram[0].size = ram_mib << 20;
+    c.vcpus = vcpus;
+    c.workload = w;
+    c.seed = seed;
+    return c;
+}
+
+static inline FyMachine *mt_new(const FyMachineConfig *c)
+{
+    FyError *err = NULL;
+    FyMachine *m = fy_machine_new(c, &err);
+    if (!m) {
+        printf("# fy_machine_new: %s\n", fy_error_msg(err));
+        fy_error_free(err);
+    }
+    return m;
+}
+
+static inline int mt_run_until(FyMachine *m, uint64_t steps)
+{
+    FyError *err = NULL;
+    int r = fy_machine_run_until(m, steps, &err);
+    if (r < 0) {
+        printf("# run_until: %s\n", fy_error_msg(err));
+        fy_error_free(err);
+    }
+    return r;
+}
+
+/* Digest of every block, "id=hex;id=hex;" into out. */
+static inline void mt_digests(FyMachine *m, char *out, size_t len)
+{
+    FyRamList *l = fy_machine_ram_list(m);
+    out[0] = '\0';
+    for (int i = 0; i < l->count; i++) {
+        char hex[FY_MACHINE_DIGEST_LEN];
+        FyError *err = NULL;
+        if (fy_machine_ram_digest(m, l->blocks[i]->idstr, hex, &err) < 0) {
+            printf("# digest: %s\n", fy_error_msg(err));
+            fy_error_free(err);
+            strcpy(hex, "error");
+        }
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, "%s=%s;", l->blocks[i]->idstr, hex);
+    }
+}
+
+static inline void mt_sleep_ms(unsigned ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static inline uint64_t mt_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Copy of a block's contents (reading holes faults them in; fine in tests). */
+static inline uint8_t *mt_snapshot(const FyRamBlock *b)
+{
+    uint8_t *s = malloc(b->used_length);
+    if (s)
+        memcpy(s, b->host, b->used_length);
+    return s;
+}
+
+static inline unsigned long *mt_bitmap_new(const FyRamBlock *b)
+{
+    return calloc(FY_BITMAP_LONGS(b->used_length / FY_TARGET_PAGE_SIZE),
+                  sizeof(unsigned long));
+}
+
+static inline bool mt_test_bit(const unsigned long *bm, uint64_t i)
+{
+    return bm[i / FY_BITS_PER_LONG] & (1ul << (i % FY_BITS_PER_LONG));
+}
+
+static inline uint64_t mt_count_bits(const unsigned long *bm, uint64_t nbits)
+{
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < FY_BITMAP_LONGS(nbits); i++)
+        n += (uint64_t)__builtin_popcountl(bm[i]);
+    return n;
+}
+
+#endif
