@@ -96,8 +96,13 @@ void fy_monitor_free(FyMonitor *mon)
 {
     if (!mon)
         return;
-    if (mon->mig)
+    if (mon->mig) {
         fy_migration_set_event_handler(mon->mig, NULL, NULL);
+        /* An event may be on its way through the old handler: the
+         * migration emits with its event lock held, and waiting (even for
+         * 0 ms) takes that lock once, so it returns after the emission. */
+        fy_migration_wait(mon->mig, 0);
+    }
     for (size_t i = 0; i < mon->ncmds; i++)
         free(mon->cmds[i].name);
     free(mon->cmds);

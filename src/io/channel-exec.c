@@ -11,9 +11,11 @@
  * Lifecycle:
  *   spawned --close--> our end closed, wait for the child; a non-zero exit
  *                      or a death by signal is the close error
- *   spawned --shutdown--> our end shut down (peers see EOF/EPIPE) --close-->
- *                      wait a little for the child to finish on its own,
- *                      then SIGKILL the group; our own kill is no error
+ *   spawned --shutdown--> our end shut down (our blocked reader or writer
+ *                      wakes, the child sees EOF/EPIPE) --close--> wait a
+ *                      little for the child to finish on its own, then
+ *                      SIGTERM and at last SIGKILL the group; a death by
+ *                      our signal is no error
  * An exec channel has no return path: only one direction exists.
  */
 #include <errno.h>
@@ -31,7 +33,8 @@
 
 extern char **environ;
 
-#define EXEC_GRACE_MS 2000 /* after a shutdown, before SIGKILL */
+#define EXEC_GRACE_MS 200 /* after a shutdown: to finish on its own */
+#define EXEC_TERM_MS 1000 /* then after SIGTERM, before SIGKILL */
 
 static int spawn_child(const char *cmd, int child_fd, bool child_reads,
                        pid_t *pid, FyError **errp)
@@ -85,22 +88,33 @@ static pid_t wait_child(pid_t pid, int *status, int options)
     return r;
 }
 
-/* After a shutdown the child may never finish (it ignores its stdin, or
- * its own output is stuck): give it a moment, then kill the group. */
-static pid_t reap_after_shutdown(FdChan *fc, int *status)
+/* Wait up to ms for the child; 0 if it is still running. */
+static pid_t wait_child_for(pid_t pid, int *status, int ms)
 {
-    int64_t end = now_ms() + EXEC_GRACE_MS;
+    int64_t end = now_ms() + ms;
     for (;;) {
-        pid_t r = wait_child(fc->pid, status, WNOHANG);
-        if (r != 0)
+        pid_t r = wait_child(pid, status, WNOHANG);
+        if (r != 0 || now_ms() >= end)
             return r;
-        if (now_ms() >= end)
-            break;
-        struct timespec ts = { 0, 10 * 1000 * 1000 };
+        struct timespec ts = { 0, 5 * 1000 * 1000 };
         nanosleep(&ts, NULL);
     }
-    kill(-fc->pid, SIGKILL);
+}
+
+/* After a shutdown (a cancel) the child may never finish: it may ignore
+ * its stdin, or its own output may be stuck. Give it a moment to end on
+ * the EOF it was given, then SIGTERM the group, then SIGKILL. */
+static pid_t reap_after_shutdown(FdChan *fc, int *status)
+{
+    pid_t r = wait_child_for(fc->pid, status, EXEC_GRACE_MS);
+    if (r != 0)
+        return r;
     fc->killed = true;
+    kill(-fc->pid, SIGTERM);
+    r = wait_child_for(fc->pid, status, EXEC_TERM_MS);
+    if (r != 0)
+        return r;
+    kill(-fc->pid, SIGKILL);
     return wait_child(fc->pid, status, 0);
 }
 
@@ -118,21 +132,24 @@ static int exec_close(FyChannel *c, FyError **errp)
     c->rfd = c->wfd = -1;
 
     pid_t r = shut ? reap_after_shutdown(fc, &status) : wait_child(pid, &status, 0);
+    int wait_errno = errno;
     bool killed = fc->killed;
     free(fc);
     c->priv = NULL;
     if (r < 0) {
-        if (errno == ECHILD) /* someone else reaped it: nothing to report */
+        if (wait_errno == ECHILD) /* someone else reaped it: nothing to say */
             return 0;
-        fy_error_setg_errno(errp, errno, "%s: waiting for the command", name);
+        fy_error_setg_errno(errp, wait_errno, "%s: waiting for the command", name);
         return -1;
     }
+    if (killed)
+        return 0; /* we ended it, after a shutdown: not the command's fault */
     if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
         fy_error_setg(errp, "%s: command exited with status %d", name,
                       WEXITSTATUS(status));
         return -1;
     }
-    if (WIFSIGNALED(status) && !killed && !shut) {
+    if (WIFSIGNALED(status) && !shut) {
         fy_error_setg(errp, "%s: command killed by signal %d (%s)", name,
                       WTERMSIG(status), strsignal(WTERMSIG(status)));
         return -1;

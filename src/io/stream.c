@@ -1,17 +1,33 @@
 /*
  * stream.c: a buffered migration stream over a channel (QEMUFile's role).
  *
- * Output:  puts fill buf; fy_put_page() closes the buffered run into an iovec
- *          and queues the page pointer after it, so one writev sends header
- *          bytes and pages in order without copying pages. Invariant: the
- *          bytes not yet sent are iov[0..iovcnt) followed by
- *          buf[iov_mark..buf_len).
- * Input:   buf[buf_pos..buf_len) is read ahead; large gets bypass the buffer
- *          once it is drained and read straight into the caller's memory.
+ * Output:  small puts are copied into buf. fy_put_page() closes the
+ *          buffered run into an iovec and queues the page pointer after
+ *          it, so one writev sends header bytes and pages in order without
+ *          copying pages. Invariant: the bytes not yet sent are
+ *          iov[0..iovcnt) followed by buf[iov_mark..buf_len); buf is only
+ *          rewound by a flush, so the iovecs that point into it stay
+ *          valid. The queue flushes itself when buf or the iovec array
+ *          (IOV_MAX entries) is full. A big fy_put_buffer() is queued the
+ *          same way and flushed at once (the caller's buffer does not
+ *          outlive the call), so it is never copied either.
+ * Input:   buf[buf_pos..buf_len) is read ahead. A get that drains buf reads
+ *          the rest with one readv into {destination, buf}: the payload
+ *          lands in place and whatever follows it becomes the next
+ *          read-ahead, so pages are neither copied nor read one syscall at
+ *          a time.
  * Errors:  the first error is kept; afterwards puts do nothing and gets
- *          return zeros, so callers check once per section or iteration.
+ *          return zeros (and zero their destination), so callers check
+ *          once per section or iteration. End of stream in the middle of a
+ *          get is an error that says at which offset the stream ended and
+ *          how many bytes were wanted.
+ * Offsets: pos counts bytes put (output) or consumed (input) since the
+ *          stream was made; fy_stream_offset() adds base.
+ * Rate:    QEMU's scheme: the budget of a 100 ms window is rate/10; bytes
+ *          put (plus bytes accounted from elsewhere) count against it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,20 +39,22 @@
 #include "ferry/stream.h"
 
 #define STREAM_BUF_SIZE 32768
-#define STREAM_MAX_IOV 64
-#define RATE_WINDOW_NS 100000000ull /* QEMU checks the limit per 100 ms */
+#define STREAM_MAX_IOV IOV_MAX
+#define STREAM_DIRECT_PUT (STREAM_BUF_SIZE / 2) /* put_buffer: no copy from here */
+#define RATE_WINDOW_NS 100000000ull             /* QEMU checks per 100 ms */
+#define RATE_WINDOWS_PER_SEC (1000000000ull / RATE_WINDOW_NS)
 
 struct FyStream {
     FyChannel *c;
     bool own_channel;
     bool output;
     FyError *err;
-    bool eof;
+    bool eof;             /* input: the channel said end of file */
 
     uint8_t *buf;
     size_t buf_pos, buf_len;
-    size_t iov_mark;
-    struct iovec iov[STREAM_MAX_IOV];
+    size_t iov_mark;      /* output: buf[0..iov_mark) is already in iov */
+    struct iovec *iov;    /* output only */
     int iovcnt;
 
     uint64_t base;        /* offset_base */
@@ -60,11 +78,17 @@ static uint64_t now_ns(void)
 
 static FyStream *stream_new(FyChannel *c, bool own, bool output)
 {
+    if (!c)
+        return NULL;
     FyStream *f = calloc(1, sizeof(*f));
     if (!f)
         return NULL;
     f->buf = malloc(STREAM_BUF_SIZE);
-    if (!f->buf) {
+    if (output)
+        f->iov = malloc(sizeof(*f->iov) * STREAM_MAX_IOV);
+    if (!f->buf || (output && !f->iov)) {
+        free(f->buf);
+        free(f->iov);
         free(f);
         return NULL;
     }
@@ -138,10 +162,10 @@ int fy_stream_flush(FyStream *f)
     if (!f->output || f->err)
         return f->err ? -1 : 0;
     close_buffered_run(f);
-    size_t total = 0;
-    for (int i = 0; i < f->iovcnt; i++)
-        total += f->iov[i].iov_len;
     if (f->iovcnt) {
+        size_t total = 0;
+        for (int i = 0; i < f->iovcnt; i++)
+            total += f->iov[i].iov_len;
         FyError *err = NULL;
         if (fy_channel_writev_all(f->c, f->iov, f->iovcnt, &err) < 0)
             fy_stream_set_error(f, err);
@@ -154,67 +178,75 @@ int fy_stream_flush(FyStream *f)
     return f->err ? -1 : 0;
 }
 
-/* Make room for n (<= STREAM_BUF_SIZE) contiguous bytes in buf. */
+/* Room for n (<= STREAM_BUF_SIZE) contiguous bytes in buf, or NULL once the
+ * stream has failed. One iovec stays free for the final buffered run. */
 static inline uint8_t *put_room(FyStream *f, size_t n)
 {
-    if (f->buf_len + n > STREAM_BUF_SIZE || f->iovcnt >= STREAM_MAX_IOV - 1)
-        fy_stream_flush(f);
+    if (f->err)
+        return NULL;
+    if (f->buf_len + n > STREAM_BUF_SIZE || f->iovcnt >= STREAM_MAX_IOV - 1) {
+        if (fy_stream_flush(f) < 0)
+            return NULL;
+    }
     return f->buf + f->buf_len;
 }
 
-void fy_put_byte(FyStream *f, uint8_t v)
+static inline void put_be(FyStream *f, uint64_t v, size_t n)
 {
-    if (f->err)
+    uint8_t *p = put_room(f, n);
+    if (!p)
         return;
-    uint8_t *p = put_room(f, 1);
-    *p = v;
-    f->buf_len++;
-    f->pos++;
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    f->buf_len += n;
+    f->pos += n;
 }
 
-void fy_put_be16(FyStream *f, uint16_t v)
-{
-    if (f->err)
-        return;
-    uint8_t *p = put_room(f, 2);
-    p[0] = v >> 8;
-    p[1] = v;
-    f->buf_len += 2;
-    f->pos += 2;
-}
+void fy_put_byte(FyStream *f, uint8_t v) { put_be(f, v, 1); }
+void fy_put_be16(FyStream *f, uint16_t v) { put_be(f, v, 2); }
+void fy_put_be32(FyStream *f, uint32_t v) { put_be(f, v, 4); }
+void fy_put_be64(FyStream *f, uint64_t v) { put_be(f, v, 8); }
 
-void fy_put_be32(FyStream *f, uint32_t v)
+/* Queue len bytes at p after everything pending; the caller flushes before
+ * p may go away. Neighbouring queued memory is merged into one iovec. */
+static void queue_iov(FyStream *f, const void *p, size_t len)
 {
-    if (f->err)
+    if (f->iovcnt >= STREAM_MAX_IOV - 2 && fy_stream_flush(f) < 0)
         return;
-    uint8_t *p = put_room(f, 4);
-    for (int i = 0; i < 4; i++)
-        p[i] = v >> (24 - 8 * i);
-    f->buf_len += 4;
-    f->pos += 4;
-}
-
-void fy_put_be64(FyStream *f, uint64_t v)
-{
-    if (f->err)
-        return;
-    uint8_t *p = put_room(f, 8);
-    for (int i = 0; i < 8; i++)
-        p[i] = v >> (56 - 8 * i);
-    f->buf_len += 8;
-    f->pos += 8;
+    close_buffered_run(f);
+    struct iovec *last = f->iovcnt ? &f->iov[f->iovcnt - 1] : NULL;
+    uintptr_t lb = last ? (uintptr_t)last->iov_base : 0;
+    bool last_is_buf = lb >= (uintptr_t)f->buf &&
+                       lb < (uintptr_t)f->buf + STREAM_BUF_SIZE;
+    if (last && !last_is_buf && lb + last->iov_len == (uintptr_t)p) {
+        last->iov_len += len;
+    } else {
+        f->iov[f->iovcnt].iov_base = (void *)p;
+        f->iov[f->iovcnt].iov_len = len;
+        f->iovcnt++;
+    }
+    f->pos += len;
 }
 
 void fy_put_buffer(FyStream *f, const void *buf, size_t len)
 {
+    if (f->err || !len)
+        return;
+    if (len >= STREAM_DIRECT_PUT) {
+        queue_iov(f, buf, len);
+        fy_stream_flush(f); /* buf is the caller's only until we return */
+        return;
+    }
     const uint8_t *s = buf;
-    while (len && !f->err) {
-        size_t n = len < STREAM_BUF_SIZE ? len : STREAM_BUF_SIZE;
-        uint8_t *p = put_room(f, n);
+    while (len) {
         size_t room = STREAM_BUF_SIZE - f->buf_len;
-        if (n > room)
-            n = room;
-        memcpy(p, s, n);
+        size_t n = len < room ? len : room;
+        if (!n || f->iovcnt >= STREAM_MAX_IOV - 1) {
+            if (fy_stream_flush(f) < 0)
+                return;
+            continue;
+        }
+        memcpy(f->buf + f->buf_len, s, n);
         f->buf_len += n;
         f->pos += n;
         s += n;
@@ -224,10 +256,12 @@ void fy_put_buffer(FyStream *f, const void *buf, size_t len)
 
 void fy_put_counted_string(FyStream *f, const char *s)
 {
-    size_t len = strlen(s);
+    size_t len = s ? strlen(s) : 0;
     if (len > 255) {
-        fy_stream_seterr(f, "%s: string '%.32s...' is %zu bytes, more than 255",
-                         f->c->name, s, len);
+        fy_stream_seterr(f, "%s: string '%.32s...' is %zu bytes, more than the "
+                         "255 a counted string holds (stream offset %llu)",
+                         f->c->name, s, len,
+                         (unsigned long long)fy_stream_offset(f));
         return;
     }
     fy_put_byte(f, (uint8_t)len);
@@ -238,97 +272,84 @@ void fy_put_page(FyStream *f, const void *p, size_t len)
 {
     if (f->err || !len)
         return;
-    if (f->iovcnt >= STREAM_MAX_IOV - 2)
-        fy_stream_flush(f);
-    close_buffered_run(f);
-    struct iovec *last = f->iovcnt ? &f->iov[f->iovcnt - 1] : NULL;
-    /* Neighbouring pages of guest memory go out as one iovec. */
-    if (last && (const uint8_t *)last->iov_base + last->iov_len == p &&
-        !((uint8_t *)last->iov_base >= f->buf &&
-          (uint8_t *)last->iov_base < f->buf + STREAM_BUF_SIZE)) {
-        last->iov_len += len;
-    } else {
-        f->iov[f->iovcnt].iov_base = (void *)p;
-        f->iov[f->iovcnt].iov_len = len;
-        f->iovcnt++;
-    }
-    f->pos += len;
+    queue_iov(f, p, len);
 }
 
 /* ---- input ---- */
 
-/* Read more into buf; returns bytes added, 0 at EOF or error. */
-static size_t fill(FyStream *f)
+static uint64_t end_offset(const FyStream *f)
 {
-    if (f->err || f->eof)
-        return 0;
-    if (f->buf_pos > 0) {
-        memmove(f->buf, f->buf + f->buf_pos, f->buf_len - f->buf_pos);
-        f->buf_len -= f->buf_pos;
-        f->buf_pos = 0;
-    }
-    for (;;) {
-        struct iovec iov = { f->buf + f->buf_len, STREAM_BUF_SIZE - f->buf_len };
-        FyError *err = NULL;
-        ssize_t n = fy_channel_readv(f->c, &iov, 1, &err);
-        if (n == FY_IO_AGAIN) {
-            /* A non-blocking channel: the stream API is blocking, wait. */
-            uint8_t b;
-            if (fy_channel_read_all(f->c, &b, 1, &err) != 0) {
-                if (err)
-                    fy_stream_set_error(f, err);
-                else
-                    f->eof = true;
-                return 0;
-            }
-            f->buf[f->buf_len++] = b;
-            f->transferred++;
-            return 1;
-        }
-        if (n < 0) {
-            fy_stream_set_error(f, err);
-            return 0;
-        }
-        if (n == 0) {
-            f->eof = true;
-            return 0;
-        }
-        f->buf_len += (size_t)n;
-        f->transferred += (uint64_t)n;
-        return (size_t)n;
-    }
+    return f->base + f->pos + (f->buf_len - f->buf_pos);
 }
 
 static void set_eof_error(FyStream *f, size_t want)
 {
     fy_stream_seterr(f, "%s: stream ends at offset %llu (reading %zu bytes)",
-                     f->c->name, (unsigned long long)(f->base + f->pos), want);
+                     f->c->name, (unsigned long long)end_offset(f), want);
+}
+
+/* readv on the channel, waiting out FY_IO_AGAIN: the stream API blocks.
+ * Returns bytes read, 0 at EOF (f->eof set), -1 with the error set. */
+static ssize_t stream_readv(FyStream *f, struct iovec *iov, int iovcnt)
+{
+    if (f->err)
+        return -1;
+    if (f->eof)
+        return 0;
+    for (;;) {
+        FyError *err = NULL;
+        ssize_t n = fy_channel_readv(f->c, iov, iovcnt, &err);
+        if (n == FY_IO_AGAIN) {
+            if (fy_channel_wait(f->c, false, -1, &err) < 0) {
+                fy_stream_set_error(f, err);
+                return -1;
+            }
+            continue;
+        }
+        if (n < 0) {
+            fy_stream_set_error(f, err);
+            return -1;
+        }
+        if (n == 0)
+            f->eof = true;
+        f->transferred += (uint64_t)n;
+        return n;
+    }
+}
+
+/* Read more into buf after what is buffered; returns false at EOF/error. */
+static bool fill(FyStream *f)
+{
+    if (f->buf_pos > 0) {
+        memmove(f->buf, f->buf + f->buf_pos, f->buf_len - f->buf_pos);
+        f->buf_len -= f->buf_pos;
+        f->buf_pos = 0;
+    }
+    struct iovec iov = { f->buf + f->buf_len, STREAM_BUF_SIZE - f->buf_len };
+    ssize_t n = stream_readv(f, &iov, 1);
+    if (n <= 0)
+        return false;
+    f->buf_len += (size_t)n;
+    return true;
 }
 
 /* Ensure n (<= STREAM_BUF_SIZE) bytes are buffered. */
 static bool need(FyStream *f, size_t n)
 {
+    if (f->err)
+        return false;
     while (f->buf_len - f->buf_pos < n) {
         if (!fill(f)) {
-            if (!f->err)
-                set_eof_error(f, n);
+            set_eof_error(f, n);
             return false;
         }
     }
     return true;
 }
 
-uint8_t fy_get_byte(FyStream *f)
-{
-    if (f->err || !need(f, 1))
-        return 0;
-    f->pos++;
-    return f->buf[f->buf_pos++];
-}
-
 static uint64_t get_be(FyStream *f, size_t n)
 {
-    if (f->err || !need(f, n))
+    if (!need(f, n))
         return 0;
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++)
@@ -338,6 +359,7 @@ static uint64_t get_be(FyStream *f, size_t n)
     return v;
 }
 
+uint8_t fy_get_byte(FyStream *f) { return (uint8_t)get_be(f, 1); }
 uint16_t fy_get_be16(FyStream *f) { return (uint16_t)get_be(f, 2); }
 uint32_t fy_get_be32(FyStream *f) { return (uint32_t)get_be(f, 4); }
 uint64_t fy_get_be64(FyStream *f) { return get_be(f, 8); }
@@ -346,43 +368,41 @@ size_t fy_get_buffer(FyStream *f, void *buf, size_t len)
 {
     uint8_t *d = buf;
     size_t done = 0;
-    if (f->err)
+    if (f->err) {
+        if (len)
+            memset(d, 0, len);
         return 0;
+    }
     size_t have = f->buf_len - f->buf_pos;
     size_t n = have < len ? have : len;
-    memcpy(d, f->buf + f->buf_pos, n);
-    f->buf_pos += n;
-    f->pos += n;
-    done = n;
-    if (done < len && len - done >= STREAM_BUF_SIZE / 2 && !f->eof) {
-        /* Big reads (pages) go straight to their destination. */
-        FyError *err = NULL;
-        int r = fy_channel_read_all(f->c, d + done, len - done, &err);
-        if (r == 0) {
-            f->transferred += len - done;
-            f->pos += len - done;
-            return len;
-        }
-        if (r > 0) {
-            f->eof = true;
-            set_eof_error(f, len - done);
-        } else {
-            fy_stream_set_error(f, err);
-        }
-        return done;
-    }
-    while (done < len) {
-        if (!fill(f)) {
-            if (!f->err)
-                set_eof_error(f, len - done);
-            return done;
-        }
-        have = f->buf_len - f->buf_pos;
-        n = have < len - done ? have : len - done;
-        memcpy(d + done, f->buf + f->buf_pos, n);
+    if (n) {
+        memcpy(d, f->buf + f->buf_pos, n);
         f->buf_pos += n;
         f->pos += n;
-        done += n;
+        done = n;
+    }
+    if (done < len) {
+        /* buf is drained: the rest goes straight to d, the overflow
+         * becomes the next read-ahead. */
+        f->buf_pos = f->buf_len = 0;
+        while (done < len) {
+            struct iovec iov[2] = { { d + done, len - done },
+                                    { f->buf, STREAM_BUF_SIZE } };
+            ssize_t r = stream_readv(f, iov, 2);
+            if (r <= 0) {
+                if (r == 0)
+                    set_eof_error(f, len);
+                memset(d + done, 0, len - done);
+                return done;
+            }
+            size_t got = (size_t)r;
+            if (got > len - done) {
+                f->buf_len = got - (len - done);
+                got = len - done;
+            }
+            f->pos += got;
+            done += got;
+        }
     }
     return done;
 }
@@ -407,20 +427,27 @@ int fy_peek_byte(FyStream *f, size_t offset)
 
 void fy_skip(FyStream *f, size_t len)
 {
-    uint8_t tmp[4096];
     while (len && !f->err) {
-        size_t n = len < sizeof(tmp) ? len : sizeof(tmp);
-        if (fy_get_buffer(f, tmp, n) != n)
-            return;
+        size_t have = f->buf_len - f->buf_pos;
+        if (!have) {
+            if (!fill(f)) {
+                set_eof_error(f, len);
+                return;
+            }
+            continue;
+        }
+        size_t n = have < len ? have : len;
+        f->buf_pos += n;
+        f->pos += n;
         len -= n;
     }
 }
 
 bool fy_stream_eof(FyStream *f)
 {
-    if (f->buf_pos < f->buf_len)
+    if (f->output || f->buf_pos < f->buf_len)
         return false;
-    if (!f->eof)
+    if (!f->eof && !f->err)
         fill(f);
     return f->eof && f->buf_pos == f->buf_len;
 }
@@ -456,12 +483,15 @@ static void window_refresh(FyStream *f)
 bool fy_stream_rate_limit_exceeded(FyStream *f)
 {
     if (f->err)
-        return true;
+        return true; /* stop sending: nothing more will go out anyway */
     if (!f->rate)
         return false;
     window_refresh(f);
+    /* Under 10 B/s the budget is 0: nothing goes out (callers rely on it
+     * to hold a stream back completely). */
+    uint64_t budget = f->rate / RATE_WINDOWS_PER_SEC;
     uint64_t used = f->pos - f->window_start_pos + f->rate_extra;
-    return used >= f->rate / (1000000000ull / RATE_WINDOW_NS);
+    return used >= budget;
 }
 
 void fy_stream_rate_limit_wait(FyStream *f)
@@ -470,7 +500,8 @@ void fy_stream_rate_limit_wait(FyStream *f)
     uint64_t now = now_ns();
     if (now < end) {
         struct timespec ts = { 0, (long)(end - now) };
-        nanosleep(&ts, NULL);
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
     }
     window_refresh(f);
 }
@@ -481,32 +512,40 @@ FyStream *fy_stream_return_path(FyStream *f, FyError **errp)
 {
     if (f->rp)
         return f->rp;
-    int fd = f->output ? f->c->wfd : f->c->rfd;
-    if (!(f->c->features & FY_CHANNEL_FEATURE_SHUTDOWN) || fd < 0 ||
-        !strncmp(f->c->name, "exec:", 5) || !strncmp(f->c->name, "file:", 5)) {
-        fy_error_setg(errp, "channel '%s' has no return path", f->c->name);
+    FyChannel *c = f->c;
+    int fd = c->rfd >= 0 ? c->rfd : c->wfd;
+    if (!(c->features & FY_CHANNEL_FEATURE_DUPLEX) || fd < 0) {
+        fy_error_setg(errp, "channel '%s' has no return path", c->name);
         return NULL;
     }
-    int dupfd = dup(fd);
+    int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dupfd < 0) {
-        fy_error_setg_errno(errp, errno, "%s: dup for the return path", f->c->name);
+        fy_error_setg_errno(errp, errno, "%s: dup for the return path", c->name);
         return NULL;
     }
-    char name[300];
-    snprintf(name, sizeof(name), "%s (return path)", f->c->name);
-    FyChannel *c = fy_channel_fd_new(dupfd, name, errp);
-    if (!c) {
+    char *name = NULL;
+    if (asprintf(&name, "%s (return path)", c->name) < 0)
+        name = NULL;
+    FyChannel *rc = name ? fy_channel_fd_new(dupfd, name, errp) : NULL;
+    if (!name)
+        fy_error_setg(errp, "%s: out of memory for the return path", c->name);
+    free(name);
+    if (!rc) {
         close(dupfd);
         return NULL;
     }
-    f->rp = f->output ? fy_stream_new_input(c, true) : fy_stream_new_output(c, true);
-    if (!f->rp)
-        fy_channel_close(c, NULL);
+    f->rp = f->output ? fy_stream_new_input(rc, true) : fy_stream_new_output(rc, true);
+    if (!f->rp) {
+        fy_error_setg(errp, "%s: out of memory for the return path", c->name);
+        fy_channel_close(rc, NULL);
+    }
     return f->rp;
 }
 
 void fy_stream_set_return_path(FyStream *f, FyStream *rp)
 {
+    if (f->rp && f->rp != rp)
+        fy_stream_close(f->rp, NULL);
     f->rp = rp;
 }
 
@@ -528,6 +567,7 @@ int fy_stream_close(FyStream *f, FyError **errp)
     }
     fy_error_free(f->err);
     free(f->buf);
+    free(f->iov);
     free(f);
     return r;
 }

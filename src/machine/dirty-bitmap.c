@@ -3,7 +3,8 @@
  *
  * One bitmap per block, one bit per 4 KiB page, set by the vCPUs. sync
  * skips zero words with a plain load and takes the others with an atomic
- * exchange, so harvesting 4 GiB of RAM reads 128 KiB of bitmap.
+ * exchange, so harvesting 4 GiB of RAM reads 128 KiB of bitmap. The machine
+ * then waits out running vCPU batches before returning (see dirty.h).
  */
 #include <stdlib.h>
 
@@ -47,7 +48,7 @@ static int bitmap_sync(FyDirtyTracker *t, int block, unsigned long *bitmap,
     for (uint64_t w = 0; w < words; w++) {
         if (atomic_load_explicit(&bm[w], memory_order_relaxed) == 0)
             continue;
-        bitmap[w] |= atomic_exchange_explicit(&bm[w], 0, memory_order_acquire);
+        bitmap[w] |= atomic_exchange_explicit(&bm[w], 0, memory_order_seq_cst);
     }
     return 0;
 }

@@ -7,11 +7,17 @@
  * clears the record; stop disarms. A page written while a sync runs is
  * reported by this sync or the next one, never lost.
  *
- * "bitmap": a software bitmap per block. The vCPUs set a page's bit with an
- * atomic OR after the store itself (release), and sync takes each non-zero
- * word with an atomic exchange (acquire), so a harvested bit always comes
- * with its data visible. Arming the vCPUs is the machine's job (it makes
- * sure no vCPU is mid-batch with logging off once start returns).
+ * "bitmap": a software bitmap per block, set by the vCPUs after each store.
+ * A vCPU skips the atomic OR when the page's bit is already set (a plain
+ * load; the locked OR would serialize the stores' cache misses and cost 3x
+ * on random stores). That is safe only because of how sync ends: it takes
+ * each non-zero word with an atomic exchange, then the machine waits until
+ * every vCPU batch that was running has ended (batch ends are release
+ * stores after the batch's data stores). So a store whose mark was skipped
+ * because the bit was set is in a batch that either ends before sync
+ * returns (its data is visible to the caller, who reads the page after
+ * sync) or saw the bit after the exchange, i.e. a later mark that the next
+ * sync reports. Arming the vCPUs (start) also waits out running batches.
  *
  * "uffd-wp": userfaultfd write-protect in asynchronous mode: the kernel
  * resolves a write to a protected page itself and leaves the page
@@ -54,12 +60,15 @@ FyDirtyTracker *fy_dirty_new(FyDirtyTrack kind, FyRamBlock *const *blocks,
                              int nblocks, FyError **errp);
 void fy_dirty_free(FyDirtyTracker *t);
 
-/* vCPU side of the bitmap backend: after the store. */
+/* vCPU side of the bitmap backend, after the store. The load is seq_cst
+ * (a plain load on x86) so that, with the batch start's seq_cst store, a
+ * sync that cleared this word afterwards sees the batch as running. */
 static inline void fy_dirty_mark_page(atomic_ulong *bm, uint64_t page)
 {
-    atomic_fetch_or_explicit(&bm[page / FY_BITS_PER_LONG],
-                             1ul << (page % FY_BITS_PER_LONG),
-                             memory_order_release);
+    atomic_ulong *w = &bm[page / FY_BITS_PER_LONG];
+    unsigned long bit = 1ul << (page % FY_BITS_PER_LONG);
+    if (!(atomic_load_explicit(w, memory_order_seq_cst) & bit))
+        atomic_fetch_or_explicit(w, bit, memory_order_release);
 }
 
 /* Set bits [first, first + n) of a bitmap. */

@@ -53,6 +53,7 @@ struct FyMachine {
     bool quit;                  /* (lock) */
     atomic_bool go;
     atomic_bool soft_log;       /* vCPUs mark the software bitmap */
+    atomic_bool dirty_on;       /* between dirty_log_start and _stop */
     atomic_int throttle_pct;
 
     /* devices */
@@ -80,7 +81,7 @@ void *fy_iothread(void *arg);
 bool fy_vcpu_sleep_until(FyVCpu *v, uint64_t deadline_ns);
 
 /* machine.c: wait until no vCPU is in a batch that began before now (used
- * when arming the software dirty log). */
+ * when arming the software dirty log and after harvesting it). */
 void fy_machine_quiesce_batches(FyMachine *m);
 
 /* Absolute CLOCK_MONOTONIC deadline for pthread_cond_timedwait. */

@@ -142,9 +142,7 @@ void fy_machine_free(FyMachine *m)
     if (m->io_started)
         pthread_join(m->io_thread, NULL);
     fy_chardev_close(m->chr);
-    if (m->dirty && atomic_load(&m->soft_log))
-        atomic_store(&m->soft_log, false);
-    fy_dirty_free(m->dirty);
+    fy_dirty_free(m->dirty); /* also undoes uffd write-protection */
     fy_machine_ram_destroy(m);
     free(m->vcpus);
     fy_clock_destroy(&m->clock);

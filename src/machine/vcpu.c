@@ -84,6 +84,7 @@ static void guest_boot(FyVCpu *v)
     if (m->cfg.timer_period_ns)
         fy_timer_program(&m->timer, fy_clock_get_ns(&m->clock), m->cfg.timer_period_ns,
                          true);
+    pthread_cond_signal(&m->dev_cond); /* the I/O thread has a new deadline */
     pthread_mutex_unlock(&m->dev_lock);
 }
 

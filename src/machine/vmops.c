@@ -30,12 +30,14 @@ static int vm_dirty_log_start(void *opaque, FyError **errp)
         /* A batch that began before the store above may not mark: wait it out. */
         fy_machine_quiesce_batches(m);
     }
+    atomic_store(&m->dirty_on, true);
     return 0;
 }
 
 static void vm_dirty_log_stop(void *opaque)
 {
     FyMachine *m = opaque;
+    atomic_store(&m->dirty_on, false);
     atomic_store(&m->soft_log, false);
     m->dirty->ops->stop(m->dirty);
 }
@@ -44,9 +46,23 @@ static int vm_dirty_log_sync(void *opaque, FyRamBlock *block, unsigned long *bit
                              FyError **errp)
 {
     FyMachine *m = opaque;
+    /* Off, nothing is recorded: "no page written" would be a lie. */
+    if (!atomic_load(&m->dirty_on)) {
+        fy_error_setg(errp, "dirty log sync of block '%s': dirty logging is not "
+                      "started", block ? block->idstr : "(null)");
+        return -1;
+    }
     for (int i = 0; i < m->nblocks; i++) {
-        if (block == &m->blocks[i])
-            return m->dirty->ops->sync(m->dirty, i, bitmap, errp);
+        if (block != &m->blocks[i])
+            continue;
+        if (m->dirty->ops->sync(m->dirty, i, bitmap, errp) < 0)
+            return -1;
+        /* vCPUs skip marking pages whose bit they see set: a batch that
+         * skipped a bit just harvested must end before the caller reads
+         * the page (dirty.h). */
+        if (m->dirty->ops->vcpu_marks)
+            fy_machine_quiesce_batches(m);
+        return 0;
     }
     fy_error_setg(errp, "dirty log sync: RAM block '%s' is not this machine's",
                   block ? block->idstr : "(null)");

@@ -2,9 +2,9 @@
  * workload.c: the guest programs' inner loops. See workload.h.
  *
  * Hot path: no locks, no calls; per store a short block lookup (normally
- * the first block matches), the store, and with software dirty logging an
- * atomic OR of the page's bit after the store (release), so whoever
- * harvests the bit sees the data.
+ * the first block matches), the store, and with software dirty logging the
+ * page's bit set after the store (an atomic OR unless already set; see
+ * dirty.h for why the batch boundary makes the skip safe).
  */
 #include <string.h>
 

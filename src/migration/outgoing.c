@@ -151,9 +151,13 @@ static int check_abort(Out *o, FyError **errp)
     if (m->cancel_req) {
         ret = cancelled(errp);
     } else if (o->rp_on && m->rp.done) {
-        if (m->rp.shut_received)
+        if (m->rp.shut_received && m->rp.shut_value != 0)
+            fy_error_setg(errp, "the destination failed to load the migration "
+                          "stream (return path SHUT %" PRIu32 ")",
+                          m->rp.shut_value);
+        else if (m->rp.shut_received)
             fy_error_setg(errp, "the destination stopped the migration "
-                          "(return path SHUT %" PRIu32 ")", m->rp.shut_value);
+                          "(return path SHUT 0)");
         else
             fy_error_propagate(errp, fy_error_copy(m->rp.err));
         ret = -1;

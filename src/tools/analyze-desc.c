@@ -54,6 +54,23 @@ static bool find_in_tail(const uint8_t *buf, size_t len, uint64_t size,
     return false;
 }
 
+int an_desc_in_buf(An *a, const uint8_t *buf, size_t len, uint64_t end,
+                   json_t **json_out, uint64_t *off_out, uint64_t *len_out)
+{
+    uint64_t off, jlen;
+    *json_out = NULL;
+    if (!find_in_tail(buf, len, end, &off, &jlen))
+        return 0;
+    json_t *j = an_desc_parse(a, (const char *)buf + (off - (end - len)) + 5,
+                              (size_t)jlen, off, "the stream's VM description");
+    if (!j)
+        return -1;
+    *json_out = j;
+    *off_out = off;
+    *len_out = jlen;
+    return 1;
+}
+
 int an_desc_from_tail(An *a, int fd, uint64_t size, json_t **json_out,
                       uint64_t *off_out, uint64_t *len_out)
 {

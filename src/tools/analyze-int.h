@@ -7,8 +7,11 @@
  *   analyze.c          the command line: modes, options, exit codes
  *   analyze-reader.c   AnRd, a buffered reader over an fd or a memory block
  *                      that knows the stream offset of every byte
- *   analyze-stream.c   the walk: header, configuration, sections, footers,
- *                      commands, EOF, description; the section table
+ *   analyze-stream.c   the walk: header, records to EOF, the description
+ *                      after it, decoding what had to wait for it
+ *   analyze-section.c  one section record: header, body, footer
+ *   analyze-command.c  QEMU_VM_COMMAND records, PACKAGED sub-streams
+ *   analyze-config.c   the configuration section
  *   analyze-scan.c     finding where an opaque section ends (its footer)
  *   analyze-desc.c     locating and validating the VM description
  *   analyze-vmsd.c     decoding a device section field by field from the
@@ -103,7 +106,12 @@ typedef struct AnOpts {
     bool quiet;               /* no notes on stderr */
     json_t *desc_override;    /* --desc FILE (borrowed) */
     uint32_t page_size;       /* --page-size, 0 = from the stream */
+    uint64_t value_budget;    /* decoded values allowed, 0 = AN_VALUE_BUDGET */
 } AnOpts;
+
+/* No real device has a million values; a description asking for more
+ * (huge array_len of zero-size elements) is hostile. */
+#define AN_VALUE_BUDGET (1u << 21)
 
 /* --------------------------------------------------------------- sections */
 
@@ -176,6 +184,7 @@ typedef struct AnRam {
     uint64_t xbzrle_bytes, compressed_bytes, header_bytes, data_bytes;
     uint64_t resent, passes, eos, flushes, hooks, sections;
     uint64_t zero_nonzero_fill;
+    uint64_t xbzrle_nobase;  /* XBZRLE pages with no earlier version */
     /* -m: pages in first-seen order (block index, page index) */
     uint64_t (*order)[2];
     size_t norder, order_cap;
@@ -266,6 +275,23 @@ void an_fail(An *a, uint64_t off, const char *fmt, ...) FY_PRINTF(3, 4);
 const char *an_cmd_name(unsigned cmd);
 void an_note(An *a, const char *fmt, ...) FY_PRINTF(2, 3);
 AnSection *an_section_by_id(An *a, uint32_t id);
+/* Walk records until EOF (0x00, consumed). 0, or -1 with a->err set. */
+int an_walk(An *a, AnRd *r);
+/* "section 'name' (id N): " in front of errors while inside s (NULL: none) */
+void an_set_ctx(An *a, AnSection *s);
+
+/* analyze-section.c: the record whose type byte is at off (not consumed) */
+int an_start_full(An *a, AnRd *r, int type, uint64_t off);
+int an_part_end(An *a, AnRd *r, int type, uint64_t off);
+/* A device body decoded with s->desc into s->value. */
+int an_device_body(An *a, AnRd *r, AnSection *s);
+void an_set_why(AnSection *s, const char *fmt, ...) FY_PRINTF(2, 3);
+
+/* analyze-command.c: the command whose 0x08 is at off (not consumed) */
+int an_command(An *a, AnRd *r, uint64_t off);
+
+/* analyze-config.c: the 0x07 byte and the configuration after it */
+int an_configuration(An *a, AnRd *r);
 /* A printable, quoted-safe copy of up to len bytes of s. */
 void an_printable(char *dst, size_t dstsz, const uint8_t *s, size_t len);
 /* "0x%02x" or "end of stream" for the byte at i ahead. */
@@ -285,6 +311,9 @@ int an_scan_body(An *a, AnRd *r, AnSection *s, uint64_t keep_max,
  * on a read error (a->err). *json_out owned by caller. */
 int an_desc_from_tail(An *a, int fd, uint64_t size, json_t **json_out,
                       uint64_t *off_out, uint64_t *len_out);
+/* The same, in the last len bytes of a stream that ends at offset end. */
+int an_desc_in_buf(An *a, const uint8_t *buf, size_t len, uint64_t end,
+                   json_t **json_out, uint64_t *off_out, uint64_t *len_out);
 /* Parse and check a description's shape. NULL with a->err on failure. */
 json_t *an_desc_parse(An *a, const char *text, size_t len, uint64_t off,
                       const char *where);

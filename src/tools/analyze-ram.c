@@ -315,7 +315,7 @@ static int page_xbzrle(An *a, AnRd *r, AnBlock *b, uint64_t pg, uint64_t off)
     R->xbzrle++;
     b->xbzrle++;
     R->xbzrle_bytes += 3 + len;
-    if (E_KIND(old) == PG_NONE && !a->o.quiet && R->xbzrle == 1)
+    if (E_KIND(old) == PG_NONE && R->xbzrle_nobase++ == 0)
         an_note(a, "XBZRLE page at 0x%" PRIx64 " of '%s' (stream offset %" PRIu64
                 ") has no earlier version in the stream; decoded against zeros",
                 pg * R->ps, b->label, off);

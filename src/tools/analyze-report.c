@@ -51,8 +51,7 @@ static json_t *section_value(An *a, AnSection *s)
     case SEC_DEVICE:
         if (s->value)
             return json_incref(s->value);
-        return json_string("undecoded: the stream ended before this section "
-                           "could be read");
+        return json_string("undecoded: decoding stopped at the error reported");
     default:
         return undecoded_value(s);
     }
@@ -300,7 +299,7 @@ void an_print_summary(An *a, FILE *out)
     pct_line(out, "device sections", dev_bytes, total);
     if (other_bytes)
         pct_line(out, "other sections", other_bytes, total);
-    pct_line(out, "configuration", a->config_bytes + (a->has_config ? 1 : 0), total);
+    pct_line(out, "configuration", a->config_bytes, total);
     if (a->cmd_bytes)
         pct_line(out, "commands", a->cmd_bytes, total);
     pct_line(out, "VM description", desc_bytes, total);
@@ -336,7 +335,7 @@ void an_print_summary(An *a, FILE *out)
             fprintf(out, "%s %s %s", k ? "," : "", top[k]->label,
                     human(top[k]->downtime_bytes, h, sizeof(h)));
         if (desc_bytes)
-            fprintf(out, ", VM description %s", human(desc_bytes, h, sizeof(h)));
+            fprintf(out, "; and the VM description, %s", human(desc_bytes, h, sizeof(h)));
         fputc('\n', out);
     }
 }

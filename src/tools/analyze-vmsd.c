@@ -29,7 +29,7 @@
 #include "analyze-int.h"
 
 #define MAX_DEPTH 64
-#define MAX_ARRAY_LEN (1 << 24)
+#define MAX_ARRAY_LEN (1 << 21)
 
 typedef enum { R_GENERIC, R_INT, R_UINT, R_BOOL, R_STRUCT, R_CAP, R_NULL } Reader;
 
@@ -58,7 +58,8 @@ static bool spend(An *a, AnRd *r)
 {
     if (a->budget == 0) {
         an_fail(a, rd_off(r), "the description asks for more values than any "
-                "real device has (over 16M); refusing it as hostile");
+                "real device has (over %u); refusing it as hostile",
+                a->o.value_budget ? (unsigned)a->o.value_budget : AN_VALUE_BUDGET);
         return false;
     }
     a->budget--;

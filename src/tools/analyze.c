@@ -293,8 +293,9 @@ static int run_one(Cli *c)
             an_json_print(stdout, desc, 0);
             fputc('\n', stdout);
         } else if (rr == 0) {
-            fprintf(stderr, "ferry analyze: %s: the stream carries no VM "
-                    "description\n", c->file);
+            fprintf(stderr, "ferry analyze: %s: %s\n", c->file,
+                    a->vmdesc_problem ? a->vmdesc_problem
+                                      : "the stream carries no VM description");
             ret = 1;
         }
     } else {

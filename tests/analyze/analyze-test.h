@@ -52,6 +52,7 @@ static inline const char *fixture(char *buf, size_t len, const char *name)
 
 static inline uint8_t *read_file(const char *path, size_t *len)
 {
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
@@ -83,6 +84,7 @@ static inline int write_file(const char *path, const void *d, size_t n)
 
 static inline uint8_t *read_gz(const char *path, size_t *len)
 {
+    *len = 0;
     gzFile g = gzopen(path, "rb");
     if (!g)
         return NULL;
@@ -303,6 +305,186 @@ static inline void sb_end(Sb *b, const char *json)
         sb_be32(b, (uint32_t)strlen(json));
         sb_raw(b, json, strlen(json));
     }
+}
+
+/* ---------------------------------------------------------------- kitchen sink */
+
+/* A small stream with one of nearly everything: configuration with
+ * subsections, commands, a RAM section over four records with ZERO, PAGE,
+ * CONTINUE, zlib-compressed, XBZRLE and MULTIFD_FLUSH records, a device with
+ * every value kind, arrays, a struct with a subsection and a subsection of
+ * its own, a PACKAGED command holding a device section, EOF, description.
+ * exp_ram/exp_vga (64 KiB and 8 KiB) receive the RAM it leaves behind. */
+#define KS_DESC                                                                \
+    "{\"page_size\": 4096, \"devices\": ["                                     \
+    "{\"name\": \"dev\", \"instance_id\": 0, \"vmsd_name\": \"dev\", "         \
+    "\"version\": 2, \"fields\": ["                                            \
+    "{\"name\": \"a\", \"type\": \"uint32\", \"size\": 4}, "                   \
+    "{\"name\": \"b\", \"type\": \"int16\", \"size\": 2}, "                    \
+    "{\"name\": \"flag\", \"type\": \"bool\", \"size\": 1}, "                  \
+    "{\"name\": \"regs\", \"array_len\": 3, \"type\": \"uint64\", \"size\": 8}, " \
+    "{\"name\": \"buf\", \"type\": \"buffer\", \"size\": 5}, "                 \
+    "{\"name\": \"ptr\", \"type\": \"nullptr\", \"size\": 1}, "                \
+    "{\"name\": \"cap\", \"type\": \"capability\", \"size\": 0}, "             \
+    "{\"name\": \"s\", \"type\": \"struct\", \"struct\": {\"vmsd_name\": "     \
+    "\"inner\", \"version\": 1, \"fields\": [{\"name\": \"x\", \"type\": "     \
+    "\"uint8\", \"size\": 1}], \"subsections\": [{\"vmsd_name\": "             \
+    "\"inner/sub\", \"version\": 1, \"fields\": [{\"name\": \"y\", \"type\": " \
+    "\"uint16\", \"size\": 2}]}]}, \"size\": 17}, "                            \
+    "{\"name\": \"e\", \"type\": \"uint8 equal\", \"size\": 1}], "             \
+    "\"subsections\": [{\"vmsd_name\": \"dev/extra\", \"version\": 1, "        \
+    "\"fields\": [{\"name\": \"z\", \"type\": \"int32 equal\", \"size\": 4}]}]}, " \
+    "{\"name\": \"pkg\", \"instance_id\": 0, \"vmsd_name\": \"pkg\", "         \
+    "\"version\": 1, \"fields\": [{\"name\": \"v\", \"type\": \"uint8\", "     \
+    "\"size\": 1}]}]}"
+
+static inline void ks_page_pattern(uint8_t *p, unsigned seed)
+{
+    for (int i = 0; i < 4096; i++)
+        p[i] = (uint8_t)(seed * 31 + (unsigned)i * 7 + (unsigned)(i >> 8));
+}
+
+static inline void ks_build(Sb *b, uint8_t *exp_ram, uint8_t *exp_vga)
+{
+    uint8_t page[4096];
+    memset(exp_ram, 0, 65536);
+    memset(exp_vga, 0, 8192);
+
+    sb_be32(b, 0x5145564d);
+    sb_be32(b, 3);
+    sb_u8(b, 0x07);
+    sb_be32(b, 11);
+    sb_raw(b, "kitchen-1.0", 11);
+    sb_u8(b, 0x05); /* capabilities: none */
+    sb_str(b, "configuration/capabilities");
+    sb_be32(b, 1);
+    sb_be32(b, 0);
+    sb_u8(b, 0x05); /* uuid */
+    sb_str(b, "configuration/uuid");
+    sb_be32(b, 1);
+    sb_raw(b, "0123456789abcdef", 16);
+
+    sb_u8(b, 0x08); /* OPEN_RETURN_PATH */
+    sb_be16(b, 1);
+    sb_be16(b, 0);
+    sb_u8(b, 0x08); /* PING 7 */
+    sb_be16(b, 2);
+    sb_be16(b, 4);
+    sb_be32(b, 7);
+
+    /* ram START: MEM_SIZE */
+    sb_start(b, 0x01, 2, "ram", 0, 4);
+    sb_be64(b, (65536 + 8192) | 0x04);
+    sb_str(b, "pc.ram");
+    sb_be64(b, 65536);
+    sb_str(b, "vga");
+    sb_be64(b, 8192);
+    sb_be64(b, 0x10);
+    sb_footer(b, 2);
+
+    /* PART: PAGE 0, ZERO|CONT 1, PAGE|CONT 2, compressed vga 0, flush */
+    sb_part(b, 0x02, 2);
+    ks_page_pattern(page, 1);
+    sb_be64(b, 0x0000 | 0x08);
+    sb_str(b, "pc.ram");
+    sb_raw(b, page, 4096);
+    memcpy(exp_ram, page, 4096);
+    sb_be64(b, 0x1000 | 0x02 | 0x20);
+    sb_u8(b, 0);
+    ks_page_pattern(page, 2);
+    sb_be64(b, 0x2000 | 0x08 | 0x20);
+    sb_raw(b, page, 4096);
+    memcpy(exp_ram + 0x2000, page, 4096);
+    ks_page_pattern(page, 3);
+    {
+        uint8_t z[8192];
+        uLongf zl = sizeof(z);
+        compress2(z, &zl, page, 4096, 6);
+        sb_be64(b, 0x0000 | 0x100);
+        sb_str(b, "vga");
+        sb_be32(b, (uint32_t)zl);
+        sb_raw(b, z, zl);
+        memcpy(exp_vga, page, 4096);
+    }
+    sb_be64(b, 0x200); /* MULTIFD_FLUSH */
+    sb_be64(b, 0x10);
+    sb_footer(b, 2);
+
+    /* PART: XBZRLE over page 0 and page 2 */
+    sb_part(b, 0x02, 2);
+    {
+        /* zrun 100, nzrun 4 x 0xaa */
+        static const uint8_t e1[] = { 100, 4, 0xaa, 0xaa, 0xaa, 0xaa };
+        sb_be64(b, 0x0000 | 0x40);
+        sb_str(b, "pc.ram");
+        sb_u8(b, 1);
+        sb_be16(b, sizeof(e1));
+        sb_raw(b, e1, sizeof(e1));
+        memset(exp_ram + 100, 0xaa, 4);
+        /* zrun 1001 (two-byte ULEB128), nzrun 1 x 0x55, zrun 3, nzrun 2 */
+        static const uint8_t e2[] = { 0xe9, 0x07, 1, 0x55, 3, 2, 0x66, 0x67 };
+        sb_be64(b, 0x2000 | 0x40 | 0x20);
+        sb_u8(b, 1);
+        sb_be16(b, sizeof(e2));
+        sb_raw(b, e2, sizeof(e2));
+        exp_ram[0x2000 + 1001] = 0x55;
+        exp_ram[0x2000 + 1005] = 0x66;
+        exp_ram[0x2000 + 1006] = 0x67;
+    }
+    sb_be64(b, 0x10);
+    sb_footer(b, 2);
+
+    /* END: the last page, and page 2 zeroed again */
+    sb_part(b, 0x03, 2);
+    ks_page_pattern(page, 4);
+    sb_be64(b, 0xf000 | 0x08);
+    sb_str(b, "pc.ram");
+    sb_raw(b, page, 4096);
+    memcpy(exp_ram + 0xf000, page, 4096);
+    sb_be64(b, 0x2000 | 0x02 | 0x20);
+    sb_u8(b, 0);
+    memset(exp_ram + 0x2000, 0, 4096);
+    sb_be64(b, 0x10);
+    sb_footer(b, 2);
+
+    /* the device */
+    sb_start(b, 0x04, 3, "dev", 0, 2);
+    sb_be32(b, 0xdeadbeef);
+    sb_be16(b, 0xfffe);            /* -2 */
+    sb_u8(b, 1);
+    sb_be64(b, 1);
+    sb_be64(b, 2);
+    sb_be64(b, 0x8000000000000000ull);
+    sb_raw(b, "\x01\x02\x03\x04\x05", 5);
+    sb_u8(b, 0x30);                 /* NULL pointer marker */
+    sb_str(b, "x-ignore-shared");
+    sb_u8(b, 9);                    /* s.x */
+    sb_u8(b, 0x05);
+    sb_str(b, "inner/sub");
+    sb_be32(b, 1);
+    sb_be16(b, 0x1234);             /* s.y */
+    sb_u8(b, 0x80);                 /* e */
+    sb_u8(b, 0x05);
+    sb_str(b, "dev/extra");
+    sb_be32(b, 1);
+    sb_be32(b, 0xffffffff);         /* z = -1 */
+    sb_footer(b, 3);
+
+    /* PACKAGED: a nested stream with the pkg device and its own EOF */
+    {
+        Sb p = { 0 };
+        sb_start(&p, 0x04, 4, "pkg", 0, 1);
+        sb_u8(&p, 0x42);
+        sb_footer(&p, 4);
+        sb_u8(&p, 0x00);
+        sb_u8(b, 0x08);
+        sb_be16(b, 7);
+        sb_be16(b, 4);
+        sb_be32(b, (uint32_t)p.len);
+        sb_raw(b, p.d, p.len);
+        sb_free(&p);
+    }
+    sb_end(b, KS_DESC);
 }
 
 /* ---------------------------------------------------------------- fixture checks */

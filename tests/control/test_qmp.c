@@ -612,7 +612,9 @@ static void test_client_and_events(void)
         json_decref(ev);
     }
     char *cls = NULL;
-    r = fy_qmp_client_execute(b, "migrate", json_pack("{}"), &cls, &err);
+    json_t *none = json_object();
+    r = fy_qmp_client_execute(b, "migrate", none, &cls, &err);
+    json_decref(none);
     T_ASSERT(!r);
     T_EQ_STR(cls, "GenericError");
     T_EQ_STR(fy_error_msg(err), "Parameter 'uri' is missing");
@@ -635,9 +637,9 @@ static void test_client_and_events(void)
     close(raw);
 
     /* human-monitor-command returns HMP's text. */
-    r = fy_qmp_client_execute(a, "human-monitor-command",
-                              json_pack("{s:s}", "command-line", "info status"),
-                              NULL, &err);
+    json_t *args = json_pack("{s:s}", "command-line", "info status");
+    r = fy_qmp_client_execute(a, "human-monitor-command", args, NULL, &err);
+    json_decref(args);
     T_EQ_STR(json_string_value(r), "VM status: running\n");
     json_decref(r);
     fy_qmp_client_close(a);
@@ -800,7 +802,7 @@ static void test_server_robust(void)
         close(gone);
     }
     /* Lots of events for the lazy client while another client works. */
-    FyQmpClient *c = fy_qmp_client_connect(fy_qmp_server_address(s), 2000,
+    FyQmpClient *c = fy_qmp_client_connect(fy_qmp_server_address(s), 20000,
                                            &err);
     T_ASSERT(c);
     for (int i = 0; i < 2000; i++)

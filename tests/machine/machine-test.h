@@ -13,7 +13,10 @@
 
 #include <jansson.h>
 
+#include "ferry/channel.h"
 #include "ferry/machine.h"
+#include "ferry/stream.h"
+#include "ferry/vmstate.h"
 #include "t.h"
 
 static inline FyMachineConfig mt_config(FyWorkload w, int vcpus, uint64_t ram_mib,
@@ -108,6 +111,68 @@ static inline uint64_t mt_count_bits(const unsigned long *bm, uint64_t nbits)
     for (uint64_t i = 0; i < FY_BITMAP_LONGS(nbits); i++)
         n += (uint64_t)__builtin_popcountl(bm[i]);
     return n;
+}
+
+/* vmstate_save_state into memory; returns a malloc'ed copy (length in *len),
+ * or NULL with the error printed. */
+static inline uint8_t *mt_save_vmsd(const VMStateDescription *vmsd, void *opaque,
+                                    size_t *len)
+{
+    FyChannel *c = fy_channel_mem_new(NULL, 0);
+    FyStream *f = fy_stream_new_output(c, false);
+    FyError *err = NULL;
+    uint8_t *copy = NULL;
+    if (vmstate_save_state(f, vmsd, opaque, NULL, &err) == 0 && fy_stream_flush(f) == 0) {
+        const uint8_t *d = fy_channel_mem_data(c, len);
+        copy = malloc(*len ? *len : 1);
+        memcpy(copy, d, *len);
+    } else {
+        printf("# save %s: %s\n", vmsd->name, err ? fy_error_msg(err) : "stream error");
+    }
+    fy_error_free(err);
+    fy_stream_close(f, NULL);
+    fy_channel_close(c, NULL);
+    return copy;
+}
+
+/* vmstate_load_state from bytes; returns 0, or -1 with the message copied
+ * into msg. */
+static inline int mt_load_vmsd(const VMStateDescription *vmsd, void *opaque, int version,
+                               const uint8_t *data, size_t len, char *msg, size_t msglen)
+{
+    FyChannel *c = fy_channel_mem_new(data, len);
+    FyStream *f = fy_stream_new_input(c, true);
+    FyError *err = NULL;
+    int r = vmstate_load_state(f, vmsd, opaque, version, &err);
+    if (msg)
+        snprintf(msg, msglen, "%s", err ? fy_error_msg(err) : "");
+    fy_error_free(err);
+    fy_stream_close(f, NULL);
+    return r;
+}
+
+/* Byte builder for hand-made streams. */
+typedef struct MtBuf {
+    uint8_t d[512];
+    size_t len;
+} MtBuf;
+
+static inline void mt_u8(MtBuf *b, uint8_t v) { b->d[b->len++] = v; }
+static inline void mt_be32(MtBuf *b, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--)
+        mt_u8(b, (uint8_t)(v >> (8 * i)));
+}
+static inline void mt_be64(MtBuf *b, uint64_t v)
+{
+    mt_be32(b, (uint32_t)(v >> 32));
+    mt_be32(b, (uint32_t)v);
+}
+static inline void mt_str(MtBuf *b, const char *s)
+{
+    mt_u8(b, (uint8_t)strlen(s));
+    memcpy(b->d + b->len, s, strlen(s));
+    b->len += strlen(s);
 }
 
 #endif

@@ -98,7 +98,12 @@ static int listen_unix(const char *path)
 {
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un a = { .sun_family = AF_UNIX };
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    size_t n = strlen(path);
+    if (n >= sizeof(a.sun_path)) {
+        close(s);
+        return -1;
+    }
+    memcpy(a.sun_path, path, n + 1);
     unlink(path);
     if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s, 1) < 0) {
         close(s);
@@ -222,7 +227,7 @@ static void test_destination_refuses(void)
     tvm_free(dst);
 
     TestDev extra = { 0 };
-    T_EQ_INT(fy_register_vmstate(src->ss, "extradev", 0, &vmstate_testdev,
+    T_EQ_INT(fy_register_vmstate(src->ss, "extradev", 0, &vmstate_testdev_plain,
                                  &extra, NULL), 0);
     dst = tvm_new("dst", NULL);
     refused(src, dst, "Unknown section or instance 'extradev'");
@@ -413,6 +418,7 @@ static void test_cancel_in_device_phase(void)
     T_EQ_STR(fy_mig_status_name(fy_migration_wait(dst->mig, 10000)), "failed");
     T_ASSERT(!tvm_is_running(dst));
     tvm_free(dst);
+    tvm_cap(src, "pause-before-switchover", false);
     migrate_again_ok(src);
     tvm_free(src);
 }

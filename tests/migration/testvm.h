@@ -56,6 +56,19 @@ static const VMStateDescription vmstate_testdev = {
     },
 };
 
+/* The same layout without the gate, for devices that are not vm->dev. */
+static const VMStateDescription vmstate_testdev_plain = {
+    .name = "testdev",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32(counter, TestDev),
+        VMSTATE_UINT64_ARRAY(regs, TestDev, 4),
+        VMSTATE_BUFFER(buf, TestDev),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
 typedef struct TestVM {
     const char *name;
     int nblocks;

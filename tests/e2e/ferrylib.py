@@ -1,0 +1,459 @@
+"""ferrylib: helpers for ferry's end-to-end tests.
+
+Real processes only: each VM is a `ferry run` process with a QMP socket;
+tests talk to it with a small QMP client (a socket and the json module, no
+third-party code). TAP output: one `ok`/`not ok` line per test function, a
+failing check prints why as a `#` comment and the run goes on.
+
+Environment: FERRY_BUILD is the meson build directory (the binary is
+$FERRY_BUILD/src/tools/ferry). Scratch files live in one temporary
+directory per test program, removed at exit.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+BUILD = os.environ.get("FERRY_BUILD") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
+FERRY = os.path.join(BUILD, "src", "tools", "ferry")
+# Sanitizer builds are several times slower: scale every wait.
+SLOW = 4.0 if "asan" in os.path.basename(os.path.normpath(BUILD)) else 1.0
+TMP = tempfile.mkdtemp(prefix="ferry-e2e-")
+
+
+class QMPError(Exception):
+    def __init__(self, cls, desc):
+        super().__init__(f"{cls}: {desc}")
+        self.cls = cls
+        self.desc = desc
+
+
+class Failed(Exception):
+    pass
+
+
+# ---- TAP ----
+
+_count = 0
+_failed = 0
+_cur_failed = False
+
+
+def check(cond, what):
+    """A soft check: report and go on."""
+    global _cur_failed
+    if not cond:
+        _cur_failed = True
+        for line in str(what).splitlines() or [""]:
+            print(f"# {line}", flush=True)
+    return cond
+
+
+def check_eq(a, b, what=""):
+    return check(a == b, f"{what}: {a!r} != {b!r}" if what else f"{a!r} != {b!r}")
+
+
+def check_in(needle, hay, what=""):
+    return check(hay is not None and needle in hay,
+                 f"{what}: {needle!r} not in {hay!r}")
+
+
+def run(fn):
+    """Run one test function and print its TAP line."""
+    global _count, _failed, _cur_failed
+    _cur_failed = False
+    t0 = time.monotonic()
+    try:
+        fn()
+    except Exception as e:  # a hard failure ends this test only
+        _cur_failed = True
+        for line in traceback.format_exc().splitlines():
+            print(f"# {line}")
+        print(f"# {e}")
+    finally:
+        cleanup_processes()
+    _count += 1
+    if _cur_failed:
+        _failed += 1
+    status = "not ok" if _cur_failed else "ok"
+    print(f"{status} {_count} {fn.__name__} ({time.monotonic() - t0:.1f}s)",
+          flush=True)
+
+
+def done():
+    print(f"1..{_count}", flush=True)
+    shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(1 if _failed else 0)
+
+
+def wait_until(pred, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise Failed(f"timed out after {timeout * SLOW:.0f}s waiting for {what}")
+
+
+def tmp_path(name):
+    return os.path.join(TMP, name)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---- QMP ----
+
+class QMP:
+    """A synchronous QMP client; events are kept in self.events."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout * SLOW)
+        # The socket file appears at bind(), a moment before listen().
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self.buf = b""
+        self.events = []
+        self.next_id = 0
+        self.greeting = self._read()
+        if "QMP" not in self.greeting:
+            raise Failed(f"not a QMP greeting: {self.greeting}")
+
+    def negotiate(self):
+        self.cmd("qmp_capabilities")
+        return self
+
+    def _read(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise Failed("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def send_raw(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def read_response(self):
+        while True:
+            msg = self._read()
+            if "event" in msg:
+                self.events.append(msg)
+                continue
+            return msg
+
+    def execute(self, name, args=None, **kw):
+        """The whole response object."""
+        self.next_id += 1
+        req = {"execute": name, "id": self.next_id}
+        if args is not None:
+            req["arguments"] = args
+        elif kw:
+            req["arguments"] = {k.replace("_", "-"): v for k, v in kw.items()}
+        self.send_raw(json.dumps(req) + "\n")
+        while True:
+            resp = self.read_response()
+            if resp.get("id") == self.next_id:
+                return resp
+
+    def cmd(self, name, args=None, **kw):
+        """The return value, or QMPError."""
+        resp = self.execute(name, args, **kw)
+        if "error" in resp:
+            raise QMPError(resp["error"]["class"], resp["error"]["desc"])
+        return resp["return"]
+
+    def hmp(self, line):
+        return self.cmd("human-monitor-command", {"command-line": line})
+
+    def wait_event(self, name, timeout=20, pred=lambda e: True):
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            for i, e in enumerate(self.events):
+                if e["event"] == name and pred(e):
+                    return self.events.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failed(f"no {name} event within {timeout * SLOW:.0f}s")
+            self.sock.settimeout(left)
+            try:
+                self.events.append(self._read())
+            except socket.timeout:
+                pass
+            finally:
+                self.sock.settimeout(10 * SLOW)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ---- VM processes ----
+
+_procs = []
+
+
+def cleanup_processes():
+    while _procs:
+        p = _procs.pop()
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+class VM:
+    """A `ferry run` process with a QMP socket (and a negotiated client)."""
+
+    n = 0
+
+    def __init__(self, *args, ram="128M", vcpus=2,
+                 workload="random,seed=7,wss=16M", tracking="bitmap",
+                 incoming=None, paused=False, snapshot=True, pass_fds=(),
+                 extra=(), name=None, wait_qmp=True):
+        VM.n += 1
+        self.name = name or f"vm{VM.n}"
+        self.qmp_path = tmp_path(f"{self.name}-{VM.n}.qmp")
+        self.stderr_path = tmp_path(f"{self.name}-{VM.n}.stderr")
+        argv = [FERRY, "run", "--ram", ram, "--vcpus", str(vcpus),
+                "--workload", workload, "--dirty-tracking", tracking,
+                "--qmp", f"unix:{self.qmp_path}"]
+        if incoming:
+            argv += ["--incoming", incoming]
+        if paused:
+            argv.append("-S")
+        if snapshot:
+            argv.append("--debug-switchover-snapshot")
+        argv += list(extra) + list(args)
+        self.argv = argv
+        self.stderr_file = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr_file,
+                                     pass_fds=pass_fds)
+        _procs.append(self.proc)
+        self.qmp = None
+        if wait_qmp:
+            wait_until(lambda: os.path.exists(self.qmp_path) or
+                       self.proc.poll() is not None, 20, f"{self.name}'s QMP")
+            if self.proc.poll() is not None:
+                raise Failed(f"{self.name} exited {self.proc.returncode}: "
+                             f"{self.stderr()}")
+            self.qmp = QMP(self.qmp_path).negotiate()
+
+    def stderr(self):
+        self.stderr_file.flush()
+        with open(self.stderr_path) as f:
+            return f.read()
+
+    def cmd(self, name, args=None, **kw):
+        return self.qmp.cmd(name, args, **kw)
+
+    def status(self):
+        return self.cmd("query-status")["status"]
+
+    def query_migrate(self):
+        return self.cmd("query-migrate")
+
+    def mig_status(self):
+        return self.query_migrate().get("status")
+
+    def incoming_uri(self):
+        """tcp:HOST:PORT the destination listens on (for port 0)."""
+        sa = self.query_migrate()["socket-address"][0]
+        if sa["type"] == "unix":
+            return f"unix:{sa['path']}"
+        return f"tcp:{sa['host']}:{sa['port']}"
+
+    def set_caps(self, **caps):
+        self.cmd("migrate-set-capabilities", {"capabilities": [
+            {"capability": k.replace("_", "-"), "state": v}
+            for k, v in caps.items()]})
+
+    def set_params(self, **params):
+        self.cmd("migrate-set-parameters",
+                 {k.replace("_", "-"): v for k, v in params.items()})
+
+    def wait_migration(self, timeout=60, want=None):
+        """Wait for a final status; returns query-migrate."""
+        final = ("completed", "failed", "cancelled")
+        info = wait_until(lambda: (lambda q: q if q.get("status") in final
+                                   else None)(self.query_migrate()),
+                          timeout, f"{self.name}'s migration to finish",
+                          interval=0.05)
+        if want is not None and info.get("status") != want:
+            raise Failed(f"{self.name}: migration {info.get('status')}, "
+                         f"wanted {want}: {info.get('error-desc')}\n"
+                         f"stderr: {self.stderr()}")
+        return info
+
+    def wait_status(self, status, timeout=30):
+        return wait_until(lambda: self.mig_status() == status, timeout,
+                          f"{self.name} in migration status {status}",
+                          interval=0.01)
+
+    def steps(self):
+        return self.cmd("x-ferry-query-vcpus")["steps"]
+
+    def run_until(self, n, timeout=120):
+        self.cmd("x-ferry-run-until", steps=n)
+        wait_until(lambda: not self.cmd("x-ferry-query-vcpus")[
+            "run-until-busy"], timeout, f"{self.name} to reach step {n}",
+            interval=0.02)
+        got = self.steps()
+        if any(s != n for s in got):
+            raise Failed(f"{self.name}: steps {got} after run-until {n}")
+
+    def stop(self):
+        self.cmd("stop")
+
+    def digests(self):
+        return self.cmd("x-ferry-ram-digest")
+
+    def snapshot(self):
+        return self.cmd("x-ferry-snapshot")
+
+    def quit(self, timeout=30):
+        """quit over QMP; the process must exit 0 (ASan: no leaks)."""
+        try:
+            self.cmd("quit")
+        except (Failed, OSError):
+            pass
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout=30):
+        try:
+            rc = self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise Failed(f"{self.name} did not exit")
+        if self.qmp:
+            self.qmp.close()
+        return rc
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+        if self.qmp:
+            self.qmp.close()
+
+
+def reference_digests(steps, **vm_kwargs):
+    """RAM digests of a VM that never migrated, run to `steps`."""
+    ref = VM(paused=True, snapshot=False, name=None, **vm_kwargs)
+    ref.run_until(steps)
+    d = ref.digests()
+    check_eq(ref.quit(), 0, "reference VM exit status")
+    return d
+
+
+def ferry(*args, timeout=60, input=None):
+    """Run a ferry subcommand; returns CompletedProcess (text)."""
+    return subprocess.run([FERRY] + list(args), capture_output=True,
+                          text=True, timeout=timeout * SLOW, input=input)
+
+
+class Proxy(threading.Thread):
+    """A TCP proxy that the test can cut: every connection is forwarded to
+    target until cut() closes everything."""
+
+    def __init__(self, target_port):
+        super().__init__(daemon=True)
+        self.target = ("127.0.0.1", target_port)
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.socks = []
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.cut_done = False
+        self.start()
+
+    def _pump(self, a, b):
+        try:
+            while True:
+                data = a.recv(1 << 16)
+                if not data:
+                    break
+                with self.lock:
+                    self.bytes += len(data)
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def run(self):
+        try:
+            while True:
+                c, _ = self.lsock.accept()
+                t = socket.create_connection(self.target)
+                with self.lock:
+                    if self.cut_done:
+                        c.close()
+                        t.close()
+                        return
+                    self.socks += [c, t]
+                threading.Thread(target=self._pump, args=(c, t),
+                                 daemon=True).start()
+                threading.Thread(target=self._pump, args=(t, c),
+                                 daemon=True).start()
+        except OSError:
+            pass
+
+    def cut(self):
+        """Cut every connection and stop. shutdown() wakes the pumps (a
+        close() alone would not while they sit in recv); with SO_LINGER 0
+        the final close resets the connection, and data that still arrives
+        is answered with a reset too."""
+        with self.lock:
+            self.cut_done = True
+            socks = list(self.socks)
+        for s in socks:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        time.sleep(0.05)
+        for s in socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)   # wakes accept()
+        except OSError:
+            pass
+        self.lsock.close()

@@ -1,0 +1,499 @@
+#!/usr/bin/env python3
+"""Every QMP and HMP command of a real `ferry run`, with good and bad
+arguments; the run states; events; `ferry monitor` (one command, and
+interactive); HMP on `--monitor stdio`; `ferry migrate` with its progress
+bar and --json; and `ferry run`'s own option errors.
+"""
+import json
+import os
+import select
+import socket
+import subprocess
+import time
+
+from ferrylib import (FERRY, QMP, SLOW, VM, QMPError, check, check_eq,
+                      check_in, done, ferry, run, tmp_path, wait_until)
+
+CFG = dict(ram="64M", vcpus=2, workload="random,seed=3,wss=8M")
+SLOW_CFG = dict(ram="64M", vcpus=1, workload="sweep,seed=4")
+
+
+def qmp_error(vm, name, args=None):
+    try:
+        r = vm.cmd(name, args)
+    except QMPError as e:
+        return e
+    check(False, f"{name} {args} succeeded: {r}")
+    return QMPError("", "")
+
+
+# ---- QMP protocol on a real socket ----
+
+def test_qmp_protocol():
+    vm = VM(paused=True, **CFG)
+    q = QMP(vm.qmp_path)   # not negotiated
+    v = q.greeting["QMP"]["version"]
+    check_eq(v["qemu"], {"major": 7, "minor": 2, "micro": 0}, "version")
+    check_in("ferry", v["package"], "package")
+    check_eq(q.greeting["QMP"]["capabilities"], [], "capabilities")
+    r = q.execute("query-status")
+    check_eq(r["error"]["class"], "CommandNotFound", "before negotiation")
+    q.send_raw('{"execute": "qmp_capabilities", "id": {"any": ["json"]}}')
+    r = q.read_response()
+    check_eq(r, {"return": {}, "id": {"any": ["json"]}}, "negotiation")
+    for raw, want in [
+            ('[]', "QMP input must be a JSON object"),
+            ('{"arguments": {}}', "QMP input lacks member 'execute'"),
+            ('{"execute": "stop", "x": 1}', "QMP input member 'x' is unexpected"),
+            ('{"execute": ', "JSON parse error"),
+    ]:
+        q.send_raw(raw + ("}" if raw.endswith(": ") else "") + "\n")
+        r = q.read_response()
+        check_in(want, r.get("error", {}).get("desc"), raw)
+    r = q.execute("no-such-command")
+    check_eq(r["error"], {"class": "CommandNotFound",
+                          "desc": "The command no-such-command has not been "
+                                  "found"}, "unknown command")
+    names = [c["name"] for c in q.cmd("query-commands")]
+    for n in ("migrate", "migrate-incoming", "query-migrate",
+              "migrate-set-capabilities", "query-migrate-capabilities",
+              "migrate-set-parameters", "query-migrate-parameters",
+              "migrate_cancel", "migrate-continue", "query-status", "stop",
+              "cont", "quit", "human-monitor-command", "x-ferry-ram-digest",
+              "x-ferry-device-state", "x-ferry-run-until"):
+        check_in(n, names, "query-commands")
+    check_eq(q.cmd("query-version")["package"], v["package"], "query-version")
+    q.close()
+    check_eq(vm.quit(), 0, "exit status")
+
+
+def test_run_states_and_events():
+    vm = VM(paused=True, **CFG)
+    check_eq(vm.cmd("query-status"), {"running": False, "singlestep": False,
+                                      "status": "prelaunch"}, "-S")
+    vm.cmd("cont")
+    vm.qmp.wait_event("RESUME")
+    check_eq(vm.status(), "running", "after cont")
+    vm.cmd("cont")   # already running: nothing happens
+    vm.cmd("stop")
+    ev = vm.qmp.wait_event("STOP")
+    check(ev["timestamp"]["seconds"] > 1.6e9 and
+          0 <= ev["timestamp"]["microseconds"] < 1000000, f"timestamp {ev}")
+    check_eq(vm.status(), "paused", "after stop")
+    for name in ("stop", "cont", "query-status", "quit", "x-ferry-ram-digest",
+                 "x-ferry-device-state", "x-ferry-query-vcpus",
+                 "migrate_cancel", "query-migrate"):
+        e = qmp_error(vm, name, {"bogus": 1})
+        check_eq(e.desc, "Parameter 'bogus' is unexpected", name)
+    vm.qmp.cmd("quit")
+    vm.qmp.wait_event("SHUTDOWN")
+    check_eq(vm.wait_exit(), 0, "exit status after quit")
+
+
+def test_debug_commands():
+    vm = VM(**CFG)
+    e = qmp_error(vm, "x-ferry-device-state")
+    check_in("stopped", e.desc, "device state while running")
+    e = qmp_error(vm, "x-ferry-snapshot")
+    check_in("stop it first", e.desc, "snapshot while running")
+    e = qmp_error(vm, "x-ferry-run-until", {"steps": 10})
+    check_in("running", e.desc, "run-until while running")
+    e = qmp_error(vm, "x-ferry-switchover-snapshot")
+    check_in("no switchover", e.desc, "switchover snapshot before any")
+    vm.stop()
+    st = vm.cmd("x-ferry-device-state")
+    for dev in ("cpu", "serial", "clock", "ferry-timer"):
+        check_in(dev, st, "devices")
+    check_eq(len(st["cpu"]), 2, "cpu instances")
+    d = vm.digests()
+    check_eq([(b["idstr"], b["length"]) for b in d], [("pc.ram", 64 << 20)],
+             "blocks")
+    check_eq(len(d[0]["digest"]), 32, "digest length")
+    check_eq(vm.snapshot()["ram"], d, "snapshot RAM")
+    steps = vm.steps()
+    e = qmp_error(vm, "x-ferry-run-until", {"steps": min(steps) - 1})
+    check_in("past", e.desc, "run-until into the past")
+    e = qmp_error(vm, "x-ferry-run-until", {"steps": "many"})
+    check_in("expected: integer", e.desc, "run-until type")
+    e = qmp_error(vm, "x-ferry-run-until", {"steps": -1})
+    check_in("non-negative", e.desc, "run-until negative")
+    vm.run_until(max(steps) + 1000)
+    check_eq(vm.status(), "paused", "after run-until")
+    # The same step count from the start gives the same RAM, whatever the
+    # timing: a second VM run straight to it.
+    other = VM(paused=True, **CFG)
+    other.run_until(max(steps) + 1000)
+    check_eq(other.digests(), vm.digests(), "deterministic RAM")
+    check_eq(other.quit(), 0, "exit")
+    check_eq(vm.quit(), 0, "exit")
+
+
+def test_capabilities_and_parameters():
+    vm = VM(**CFG)
+    caps = {c["capability"]: c["state"]
+            for c in vm.cmd("query-migrate-capabilities")}
+    check_eq(caps.get("events"), False, "events default")
+    vm.set_caps(events=True, return_path=True)
+    caps = {c["capability"]: c["state"]
+            for c in vm.cmd("query-migrate-capabilities")}
+    check(caps["events"] and caps["return-path"], f"caps {caps}")
+    for args, want in [
+            ({}, "Parameter 'capabilities' is missing"),
+            ({"capabilities": {}}, "expected: array"),
+            ({"capabilities": [{"capability": "nope", "state": True}]},
+             "'nope'"),
+            ({"capabilities": [{"capability": "events"}]}, "is missing"),
+            ({"capabilities": [{"capability": "multifd", "state": True}]},
+             "not supported"),
+    ]:
+        check_in(want, qmp_error(vm, "migrate-set-capabilities", args).desc,
+                 str(args))
+    p = vm.cmd("query-migrate-parameters")
+    check_eq((p["max-bandwidth"], p["downtime-limit"]), (128 << 20, 300),
+             "defaults")
+    vm.set_params(max_bandwidth=1 << 30, downtime_limit=100)
+    p = vm.cmd("query-migrate-parameters")
+    check_eq((p["max-bandwidth"], p["downtime-limit"]), (1 << 30, 100), "set")
+    for args, want in [
+            ({"downtime-limit": "x"}, "downtime-limit"),
+            ({"downtime-limit": 10 ** 9}, "downtime-limit"),
+            ({"max-bandwidth": -1}, "max-bandwidth"),
+            ({"warp": 1}, "Parameter 'warp' is unexpected"),
+            ({"zero-page-detection": "sometimes"}, "sometimes"),
+    ]:
+        check_in(want, qmp_error(vm, "migrate-set-parameters", args).desc,
+                 str(args))
+    check_eq(vm.cmd("query-migrate-parameters")["downtime-limit"], 100,
+             "unchanged after errors")
+    check_eq(vm.quit(), 0, "exit")
+
+
+def test_migrate_commands():
+    dst = VM(incoming="defer", **SLOW_CFG)
+    check_eq(dst.status(), "inmigrate", "deferred destination")
+    check_eq(dst.query_migrate(), {}, "nothing yet")
+    for args, want in [({}, "Parameter 'uri' is missing"),
+                       ({"uri": 1}, "expected: string"),
+                       ({"uri": "nowhere:1"}, "nowhere:1")]:
+        check_in(want, qmp_error(dst, "migrate-incoming", args).desc, str(args))
+    dst.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")
+    check_eq(dst.mig_status(), "setup", "listening")
+    check_in("in progress", qmp_error(dst, "migrate-incoming",
+                                      {"uri": "tcp:127.0.0.1:0"}).desc,
+             "second migrate-incoming")
+    check_in("waiting for an incoming", qmp_error(
+        dst, "migrate", {"uri": "tcp:127.0.0.1:1"}).desc, "migrate on a dest")
+
+    src = VM(**SLOW_CFG)
+    check_in("running", qmp_error(src, "migrate-incoming",
+                                  {"uri": "tcp:127.0.0.1:0"}).desc,
+             "migrate-incoming on a running VM")
+    for args, want in [({}, "Parameter 'uri' is missing"),
+                       ({"uri": True}, "expected: string"),
+                       ({"uri": "tcp:1.2.3.4"}, "tcp:1.2.3.4"),
+                       ({"uri": "tcp:h:1", "blk": True}, "Block migration"),
+                       ({"uri": "tcp:h:1", "speed": 1},
+                        "Parameter 'speed' is unexpected")]:
+        check_in(want, qmp_error(src, "migrate", args).desc, str(args))
+    check_in("not in expected state", qmp_error(
+        src, "migrate-continue", {"state": "pre-switchover"}).desc,
+        "migrate-continue")
+    src.cmd("migrate_cancel")   # nothing runs: fine
+    src.set_caps(events=True)
+    src.set_params(max_bandwidth=16 << 20)
+    src.cmd("migrate", uri=dst.incoming_uri())
+    src.wait_status("active")
+    src.qmp.wait_event("MIGRATION", pred=lambda e: e["data"]["status"] ==
+                       "active")
+    src.qmp.wait_event("MIGRATION_PASS")
+    time.sleep(0.3 * SLOW)
+    info = src.query_migrate()
+    for k in ("status", "total-time", "expected-downtime", "setup-time"):
+        check_in(k, info, "query-migrate while active")
+    for k in ("transferred", "remaining", "total", "duplicate", "normal",
+              "mbps", "dirty-pages-rate", "dirty-sync-count",
+              "pages-per-second"):
+        check_in(k, info["ram"], "query-migrate ram while active")
+    check(0 < info["ram"]["remaining"] < info["ram"]["total"],
+          f"progress: {info['ram']}")
+    check_in("in progress", qmp_error(src, "migrate",
+                                      {"uri": "tcp:127.0.0.1:1"}).desc,
+             "second migrate")
+    check_in("in progress", qmp_error(src, "migrate-set-capabilities", {
+        "capabilities": [{"capability": "events", "state": False}]}).desc,
+        "caps during migration")
+    # max-bandwidth applies at once: lift it and the migration completes.
+    src.set_params(max_bandwidth=0)
+    src.wait_migration(want="completed")
+    dst.wait_migration(want="completed")
+    src.qmp.wait_event("STOP")
+    src.qmp.wait_event("MIGRATION", pred=lambda e: e["data"]["status"] ==
+                       "completed")
+    check_eq(src.status(), "postmigrate", "source after")
+    check_eq(dst.status(), "running", "destination after")
+    # A source can run again after migrating (QEMU allows cont too).
+    src.cmd("cont")
+    check_eq(src.status(), "running", "source after cont")
+    check_eq(src.quit(), 0, "exit")
+    check_eq(dst.quit(), 0, "exit")
+
+
+def test_pause_before_switchover():
+    dst = VM(incoming="tcp:127.0.0.1:0", paused=True, **CFG)
+    src = VM(**CFG)
+    src.set_caps(pause_before_switchover=True)
+    src.cmd("migrate", uri=dst.incoming_uri())
+    src.wait_status("pre-switchover")
+    check_eq(src.status(), "finish-migrate", "run state")
+    check_in("switchover", qmp_error(src, "cont").desc, "cont while paused")
+    check_in("pre-switchover", qmp_error(src, "migrate-continue",
+                                         {"state": "active"}).desc,
+             "continue from the wrong state")
+    src.cmd("migrate-continue", state="pre-switchover")
+    src.wait_migration(want="completed")
+    dst.wait_migration(want="completed")
+    # -S on the destination: it stays paused until cont.
+    check_eq(dst.status(), "paused", "destination with -S")
+    a = src.cmd("x-ferry-switchover-snapshot")
+    check_eq(dst.snapshot(), a, "destination before cont = source at stop")
+    dst.cmd("cont")
+    check_eq(dst.status(), "running", "destination after cont")
+    check_eq(src.quit(), 0, "exit")
+    check_eq(dst.quit(), 0, "exit")
+
+
+# ---- HMP ----
+
+def monitor(vm, *words):
+    return ferry("monitor", vm.qmp_path, *words)
+
+
+def test_hmp_via_ferry_monitor():
+    dst = VM(incoming="tcp:127.0.0.1:0", **CFG)
+    src = VM(**CFG)
+    r = monitor(src, "help")
+    for name in ("migrate_set_capability", "migrate_incoming", "info"):
+        check_in(name, r.stdout, "help")
+    r = monitor(src, "info", "status")
+    check_eq((r.returncode, r.stdout), (0, "VM status: running\n"), "info status")
+    r = monitor(src, "info", "version")
+    check_eq(r.stdout, "7.2.0 (ferry 0.1.0)\n", "info version")
+    r = monitor(src, "info", "migrate_capabilities")
+    check(r.stdout.startswith("xbzrle: off\n"), r.stdout)
+    r = monitor(src, "migrate_set_capability", "events", "on")
+    check_eq((r.returncode, r.stdout), (0, ""), "set capability")
+    check_in("events: on\n", monitor(src, "info migrate_capabilities").stdout,
+             "capability shown")
+    r = monitor(src, "migrate_set_capability", "events", "perhaps")
+    check_eq((r.returncode, r.stdout), (0, "Expected 'on' or 'off'\n"),
+             "bad on/off")
+    r = monitor(src, "migrate_set_capability", "nope", "on")
+    check_eq(r.returncode, 1, "unknown capability fails")
+    check_in("Error: ", r.stdout, "unknown capability")
+    r = monitor(src, "migrate_set_parameter", "downtime-limit", "200")
+    check_eq(r.returncode, 0, "set parameter")
+    r = monitor(src, "info", "migrate_parameters")
+    check_in("downtime-limit: 200 ms\n", r.stdout, "parameter shown")
+    r = monitor(src, "migrate_set_parameter", "max-bandwidth", "100")
+    check_in("max-bandwidth: 104857600 bytes/second",
+             monitor(src, "info migrate_parameters").stdout, "MiB default")
+    r = monitor(src, "migrate_set_parameter", "max-bandwidth", "lots")
+    check_eq((r.returncode, r.stdout), (1, "Error: Invalid size lots\n"),
+             "bad size")
+    r = monitor(src, "frobnicate")
+    check_eq((r.returncode, r.stdout), (1, "unknown command: 'frobnicate'\n"),
+             "unknown command")
+    r = monitor(src, "migrate")
+    check_in("missing argument", r.stdout, "migrate without a URI")
+    r = monitor(src, "migrate_continue", "pre-switchover")
+    check_in("Error: Migration not in expected state", r.stdout,
+             "migrate_continue")
+    r = monitor(src, "migrate_incoming", "tcp:127.0.0.1:0")
+    check_in("Error: ", r.stdout, "migrate_incoming on a running VM")
+    check_eq(monitor(src, "migrate_cancel").returncode, 0, "migrate_cancel")
+    r = monitor(src, "info", "ram_digest")
+    check(r.stdout.startswith("pc.ram: ") and "(67108864 bytes)" in r.stdout,
+          r.stdout)
+    r = monitor(src, "info", "device_state")
+    check_in("Error: ", r.stdout, "device_state while running")
+    check_eq(monitor(src, "stop").returncode, 0, "stop")
+    r = monitor(src, "info", "device_state")
+    check_in('"ferry-timer"', r.stdout, "device_state while stopped")
+    check_eq(monitor(src, "info status").stdout, "VM status: paused\n",
+             "paused")
+    check_eq(monitor(src, "cont").returncode, 0, "cont")
+    # A synchronous migrate: ferry monitor waits for the end.
+    r = monitor(src, "migrate", dst.incoming_uri())
+    check_eq((r.returncode, r.stdout), (0, ""), "migrate")
+    check_eq(src.mig_status(), "completed", "migrated by the time it returned")
+    r = monitor(src, "info", "migrate")
+    for line in ("globals:\n", "Migration status: completed\n", "total time: ",
+                 "downtime: ", "setup: ", "transferred ram: ",
+                 "total ram: 65536 kbytes\n", "dirty sync count: "):
+        check_in(line, r.stdout, "info migrate")
+    check_eq(monitor(src, "info status").stdout,
+             "VM status: paused (postmigrate)\n", "postmigrate")
+    dst.wait_migration(want="completed")
+    # A failing synchronous migrate prints why and fails.
+    r = monitor(dst, "migrate", "unix:" + tmp_path("nobody-listens.sock"))
+    check_eq(r.returncode, 1, "failed migrate")
+    check_in("nobody-listens.sock", r.stdout, "failed migrate says why")
+    check_in("Migration status: failed (", monitor(dst, "info migrate").stdout,
+             "info migrate after failure")
+    r = monitor(dst, "quit")
+    check_eq(r.returncode, 0, "quit")
+    check_eq(dst.wait_exit(), 0, "exit after HMP quit")
+    r = monitor(dst, "info", "status")
+    check_eq(r.returncode, 1, "monitor of a VM that is gone")
+    check_in("cannot connect", r.stderr, "says why")
+    check_eq(src.quit(), 0, "exit")
+
+
+def test_hmp_interactive_and_detached():
+    dst = VM(incoming="tcp:127.0.0.1:0", **CFG)
+    src = VM(**CFG)
+    script = (f"info status\nmigrate -d {dst.incoming_uri()}\n"
+              "info migrate_parameters\nbogus\n")
+    r = ferry("monitor", src.qmp_path, input=script)
+    check_eq(r.returncode, 0, "exit status")
+    check(r.stdout.startswith("VM status: running\n"), r.stdout)
+    check_in("downtime-limit: 300 ms", r.stdout, "parameters")
+    check_in("unknown command: 'bogus'", r.stdout, "bad line")
+    src.wait_migration(want="completed")
+    dst.wait_migration(want="completed")
+    # HMP through QMP directly: migrate without -d cannot wait there.
+    back = VM(incoming="tcp:127.0.0.1:0", **CFG)
+    out = dst.qmp.hmp(f"migrate {back.incoming_uri()}")
+    check_eq(out, "terminal does not allow synchronous migration, "
+                  "continuing detached\n", "human-monitor-command migrate")
+    dst.wait_migration(want="completed")
+    check_in("expected: string", qmp_error(
+        dst, "human-monitor-command", {"command-line": 5}).desc, "bad type")
+    for vm in (src, dst, back):
+        check_eq(vm.quit(), 0, "exit")
+
+
+def test_monitor_stdio():
+    qmp_path = tmp_path("stdio.qmp")
+    p = subprocess.Popen([FERRY, "run", "--ram", "32M", "--monitor", "stdio",
+                          "--qmp", f"unix:{qmp_path}", "-S"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+
+    def read_until_prompt(timeout=20):
+        buf = b""
+        deadline = time.monotonic() + timeout * SLOW
+        while not buf.endswith(b"(ferry) "):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([p.stdout], [], [], left)[0]:
+                raise AssertionError(f"no prompt; got {buf!r}")
+            chunk = os.read(p.stdout.fileno(), 4096)
+            if not chunk:
+                raise AssertionError(f"stdout closed; got {buf!r}")
+            buf += chunk
+        return buf.decode()
+
+    try:
+        banner = read_until_prompt()
+        check_in("monitor", banner, "banner")
+        for line, want in [("info status", "VM status: paused (prelaunch)\n"),
+                           ("cont", ""), ("info status", "VM status: running\n"),
+                           ("migrate_set_capability events on", ""),
+                           ("info migrate_capabilities", "events: on"),
+                           ("nonsense", "unknown command: 'nonsense'")]:
+            p.stdin.write((line + "\n").encode())
+            p.stdin.flush()
+            out = read_until_prompt()
+            check_in(want, out, line)
+        p.stdin.write(b"quit\n")
+        p.stdin.flush()
+        check_eq(p.wait(20 * SLOW), 0, "exit status")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+# ---- ferry migrate ----
+
+def test_ferry_migrate_cli():
+    dst = VM(incoming="tcp:127.0.0.1:0", **CFG)
+    src = VM(**CFG)
+    r = ferry("migrate", "--qmp", src.qmp_path, "--json", "--interval", "20",
+              "--max-bandwidth", str(32 << 20), "-c", "events=on",
+              dst.incoming_uri())
+    check_eq(r.returncode, 0, f"exit status; stderr {r.stderr}")
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    check(len(lines) >= 2, f"progress lines: {r.stdout}")
+    check(all(l["type"] == "progress" for l in lines[:-1]), "progress")
+    check(any(0 < l["percent"] < 100 for l in lines[:-1]),
+          "a progress line between 0 and 100%")
+    last = lines[-1]
+    check_eq((last["type"], last["status"]), ("result", "completed"), "result")
+    check_in("downtime", last["query-migrate"], "result details")
+    check_eq(src.cmd("query-migrate-parameters")["max-bandwidth"], 32 << 20,
+             "--max-bandwidth applied")
+    dst.wait_migration(want="completed")
+
+    # The human form: a summary on stdout, the bar on stderr.
+    back = VM(incoming="tcp:127.0.0.1:0", **CFG)
+    r = ferry("migrate", "--qmp", f"unix:{dst.qmp_path}", "--max-bandwidth",
+              "0", back.incoming_uri())
+    check_eq(r.returncode, 0, f"exit status; stderr {r.stderr}")
+    for line in ("Migration completed", "total time", "downtime",
+                 "setup time", "transferred", "iterations"):
+        check_in(line, r.stdout, "summary")
+
+    # Failure: exit 1 and the reason.
+    r = ferry("migrate", "--qmp", back.qmp_path, "unix:" +
+              tmp_path("nobody.sock"))
+    check_eq(r.returncode, 1, "failed migration")
+    check_in("Migration failed", r.stderr, "says it failed")
+    check_in("nobody.sock", r.stderr, "says why")
+    r = ferry("migrate", "--qmp", back.qmp_path, "bogus:uri")
+    check_eq(r.returncode, 1, "bad URI")
+    check_in("bogus:uri", r.stderr, "names the URI")
+    r = ferry("migrate", "tcp:127.0.0.1:1")
+    check_eq(r.returncode, 2, "missing --qmp")
+    r = ferry("migrate", "--qmp", tmp_path("none.sock"), "tcp:127.0.0.1:1")
+    check_eq(r.returncode, 1, "no such socket")
+    check_in("cannot connect", r.stderr, "says why")
+    r = ferry("migrate", "--qmp", back.qmp_path, "-c", "events=maybe", "x")
+    check_eq(r.returncode, 2, "bad --cap")
+    for vm in (src, dst, back):
+        check_eq(vm.quit(), 0, "exit")
+
+
+def test_ferry_run_options():
+    for args, want in [
+            (["--ram", "lots"], "lots"),
+            (["--vcpus", "0"], "--vcpus"),
+            (["--workload", "dance"], "dance"),
+            (["--workload", "sweep,speed=3"], "speed"),
+            (["--dirty-tracking", "magic"], "magic"),
+            (["--monitor", "tcp:1"], "--monitor"),
+            (["--bogus"], "bogus"),
+            (["extra"], "extra"),
+    ]:
+        r = ferry("run", *args)
+        check_eq(r.returncode, 2, f"{args} exit status")
+        check_in(want, r.stderr, f"{args} message")
+    r = ferry("run", "--qmp", "pipe:x")
+    check_eq(r.returncode, 1, "bad --qmp")
+    check_in("pipe:x", r.stderr, "bad --qmp names it")
+    r = ferry("run", "--help")
+    check_eq(r.returncode, 0, "--help")
+    check_in("--dirty-tracking", r.stdout, "--help text")
+    r = ferry("monitor")
+    check_eq(r.returncode, 2, "monitor without a socket")
+
+
+if __name__ == "__main__":
+    for t in (test_qmp_protocol, test_run_states_and_events,
+              test_debug_commands, test_capabilities_and_parameters,
+              test_migrate_commands, test_pause_before_switchover,
+              test_hmp_via_ferry_monitor, test_hmp_interactive_and_detached,
+              test_monitor_stdio, test_ferry_migrate_cli,
+              test_ferry_run_options):
+        run(t)
+    done()
