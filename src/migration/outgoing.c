@@ -35,10 +35,13 @@
 
 #include <jansson.h>
 
+#include "migration/converge.h"
+#include "migration/mig-multifd.h"
+#include "migration/mig-postcopy.h"
 #include "migration/migration-int.h"
 
 #define COUNTER_WINDOW_MS 100 /* QEMU's BUFFER_DELAY */
-#define RP_GRACE_MS 1000      /* time the destination gets to say why */
+#define RP_GRACE_MS 5000      /* time the destination gets to say why */
 
 typedef struct Out {
     FyMigration *m;
@@ -73,6 +76,8 @@ static bool cancel_requested(FyMigration *m)
 static int out_connect(Out *o, FyError **errp)
 {
     FyMigration *m = o->m;
+    if (fy_mig_mfd_out_before_main(m, errp) < 0)
+        return -1;
     FyChannel *c = fy_channel_open_outgoing(m->uri, errp);
     if (!c)
         return -1;
@@ -86,7 +91,9 @@ static int out_connect(Out *o, FyError **errp)
         fy_error_setg(errp, "out of memory for the migration stream");
         return -1;
     }
-    return cancel ? cancelled(errp) : 0;
+    if (cancel)
+        return cancelled(errp);
+    return fy_mig_mfd_out_after_main(m, errp);
 }
 
 static int open_return_path(Out *o, FyError **errp)
@@ -110,15 +117,19 @@ static int out_setup(Out *o, FyError **errp)
     FyMigration *m = o->m;
 
     pthread_mutex_lock(&m->lock);
-    bool rp = m->caps[FY_CAP_RETURN_PATH];
+    bool rp = m->caps[FY_CAP_RETURN_PATH] || m->caps[FY_CAP_POSTCOPY_RAM];
     o->applied_rate = m->params.max_bandwidth;
     pthread_mutex_unlock(&m->lock);
 
     fy_mig_apply_caps(m);
+    if (fy_mig_converge_start(m, errp) < 0)
+        return -1;
     fy_stream_set_rate_limit(o->f, o->applied_rate);
     if (fy_savevm_state_header(m->ss, o->f, errp) < 0)
         return -1;
     if (rp && open_return_path(o, errp) < 0)
+        return -1;
+    if (fy_mig_pc_out_setup(m, o->f, errp) < 0)
         return -1;
     o->setup_done = true;
     if (fy_savevm_state_setup(m->ss, o->f, errp) < 0)
@@ -133,7 +144,7 @@ static int out_setup(Out *o, FyError **errp)
     m->transferred = fy_stream_transferred(o->f);
     pthread_mutex_unlock(&m->lock);
     o->win_start_ms = now;
-    o->win_bytes = fy_stream_transferred(o->f);
+    o->win_bytes = fy_mig_out_bytes(m, o->f);
     if (!fy_mig_set_status(m, MIGRATION_STATUS_SETUP, MIGRATION_STATUS_ACTIVE))
         return cancelled(errp);
     return 0;
@@ -193,18 +204,16 @@ static void update_counters(Out *o, uint64_t pending)
     uint64_t elapsed = now - o->win_start_ms;
     if (elapsed < COUNTER_WINDOW_MS)
         return;
-    uint64_t bytes = fy_stream_transferred(o->f);
+    uint64_t bytes = fy_mig_out_bytes(m, o->f);
     uint64_t pages = pages_sent(m);
     double bw = (double)(bytes - o->win_bytes) / (double)elapsed; /* B/ms */
 
     pthread_mutex_lock(&m->lock);
-    uint64_t sw = m->params.avail_switchover_bandwidth;
-    double switch_bw = sw ? (double)sw / 1000.0 : bw;
-    o->threshold = (uint64_t)(switch_bw * (double)m->params.downtime_limit);
+    /* The threshold and expected-downtime count every cost of the
+     * switchover, not only the RAM left (downtime.c). */
+    o->threshold = fy_mig_converge_window(m, bw, pending);
     m->mbps = (double)(bytes - o->win_bytes) * 8.0 / (double)elapsed / 1000.0;
     m->pages_per_second = (pages - o->win_pages) * 1000 / elapsed;
-    m->expected_downtime = switch_bw > 0 ? (uint64_t)((double)pending / switch_bw)
-                                         : 0;
     m->transferred = bytes;
     pthread_mutex_unlock(&m->lock);
 
@@ -220,12 +229,15 @@ static int out_iterate(Out *o, FyError **errp)
         uint64_t must = 0, can = 0;
         if (check_abort(o, errp) < 0)
             return -1;
+        if (fy_mig_pc_out_switch_requested(o->m))
+            return 1; /* postcopy takes over */
         apply_rate(o);
+        fy_mig_converge_iteration(o->m);
         fy_savevm_state_pending_estimate(ss, &must, &can);
         update_counters(o, must + can);
         if (must + can <= o->threshold) {
             must = can = 0;
-            fy_savevm_state_pending_exact(ss, &must, &can);
+            fy_mig_converge_pending_exact(o->m, &must, &can);
             if (must + can <= o->threshold)
                 return 0;
         }
@@ -264,7 +276,7 @@ static int stop_vm(Out *o, FyError **errp)
                                           : true;
     o->downtime_start = fy_mig_now_ms();
     pthread_mutex_lock(&m->lock);
-    m->precopy_bytes = fy_stream_transferred(o->f);
+    m->precopy_bytes = fy_mig_out_bytes(m, o->f);
     pthread_mutex_unlock(&m->lock);
     if (m->vm->stop(m->vm_opaque, errp) < 0) {
         fy_error_prepend(errp, "stopping the VM for the switchover: ");
@@ -346,15 +358,17 @@ static int out_complete(Out *o, FyError **errp)
 
     if (stop_vm(o, errp) < 0)
         return -1;
+    fy_mig_converge_stopped(m, o->downtime_start);
     if (pause && pause_before_switchover(o, errp) < 0)
         return -1;
     fy_stream_set_rate_limit(o->f, 0);
-    if (fy_savevm_state_complete_precopy(m->ss, o->f, errp) < 0)
+    if (fy_mig_converge_complete_precopy(m, o->f, o->rp_on, errp) < 0)
         return -1;
     if (commit(o, errp) < 0)
         return -1;
-    uint64_t bytes = fy_stream_transferred(o->f);
+    uint64_t bytes = fy_mig_out_bytes(m, o->f);
     if (o->rp_on) {
+        fy_mig_converge_wait_pong(m);
         if (wait_destination(o, errp) < 0)
             return -1;
         fy_mig_rp_join(m);
@@ -369,6 +383,7 @@ static int out_complete(Out *o, FyError **errp)
     }
 
     uint64_t now = fy_mig_now_ms();
+    fy_mig_converge_downtime_end(m, now);
     pthread_mutex_lock(&m->lock);
     m->downtime = now - o->downtime_start;
     m->total_time = now - m->start_ms;
@@ -445,6 +460,7 @@ static void out_finish(Out *o, int r, FyError *err)
     if (r < 0)
         err = root_cause(o, err);
     stop_return_path(o);
+    fy_mig_mfd_out_finish(m);
     if (o->c) {
         FyError *cerr = NULL;
         close_stream(o, NULL, &cerr);
@@ -455,6 +471,7 @@ static void out_finish(Out *o, int r, FyError *err)
     }
     if (o->setup_done)
         fy_savevm_state_cleanup(m->ss);
+    fy_mig_converge_stop(m);   /* after the dirty log is off */
     if (r < 0)
         err = restart_vm(o, err);
     fy_mig_rp_reset(m);
@@ -490,7 +507,10 @@ void *fy_mig_outgoing_thread(void *opaque)
         r = out_setup(&o, &err);
     if (r == 0)
         r = out_iterate(&o, &err);
-    if (r == 0)
+    if (r > 0)
+        r = fy_mig_pc_outgoing(o.m, &o.c, &o.f, &o.vm_stopped,
+                               &o.vm_was_running, &err);
+    else if (r == 0)
         r = out_complete(&o, &err);
     out_finish(&o, r, err);
     return NULL;
@@ -540,19 +560,19 @@ int fy_mig_begin_run(FyMigration *m, bool incoming, FyError **errp)
     pthread_mutex_lock(&m->lock);
     reset_run_locked(m, incoming);
     pthread_mutex_unlock(&m->lock);
-    return 0;
+    return fy_mig_pc_reset_run(m, errp);
 }
 
 int fy_migrate(FyMigration *m, const char *uri, bool resume, FyError **errp)
 {
     FyUri u;
-    if (resume) {
-        fy_error_setg(errp, "Cannot resume if there is no paused migration");
-        return -1;
-    }
+    if (resume)
+        return fy_mig_pc_resume(m, uri, errp);
     if (fy_uri_parse(uri, &u, errp) < 0)
         return -1;
     fy_uri_clear(&u);
+    if (fy_mig_mfd_check_uri(m, uri, false, errp) < 0)
+        return -1;
 
     int ret = -1;
     pthread_mutex_lock(&m->event_lock);

@@ -41,7 +41,8 @@ static void expect_failed_and_running(TestVM *src, const char *why)
     T_ASSERT(!atomic_load(&src->logging));
     /* The VM keeps running: the writer makes progress. */
     unsigned long w = atomic_load(&src->writes);
-    tvm_sleep_ms(20);
+    for (int i = 0; i < 500 && atomic_load(&src->writes) == w; i++)
+        tvm_sleep_ms(10); /* a loaded machine may not schedule it at once */
     T_ASSERT(atomic_load(&src->writes) > w);
 }
 
@@ -301,7 +302,8 @@ static void test_cancel_active(void)
     T_ASSERT(json_integer_value(json_object_get(ram, "remaining")) > 0);
     long long xfer = json_integer_value(json_object_get(ram, "transferred"));
     T_ASSERT(xfer > 0 && xfer < 4 << 20); /* the limit holds: ~1.2 MiB */
-    T_ASSERT(json_real_value(json_object_get(ram, "mbps")) > 20 &&
+    /* Upper bound only: the limit caps it, a loaded machine slows it. */
+    T_ASSERT(json_real_value(json_object_get(ram, "mbps")) > 0 &&
              json_real_value(json_object_get(ram, "mbps")) < 60);
     json_decref(q);
 
