@@ -111,6 +111,11 @@ void fy_dirtyrate_free(FyDirtyRate *dr);
 void fy_dirtyrate_set_vcpu_counter(FyDirtyRate *dr, FyVcpuDirtyPagesFn fn,
                                    void *opaque);
 
+/* The counter above, for other users (the per-vCPU dirty limit): pages
+ * vCPU vcpu has dirtied so far; false when no counter is set. Call without
+ * holding locks the counter might take. */
+bool fy_dirtyrate_vcpu_pages(FyDirtyRate *dr, int vcpu, uint64_t *pages);
+
 /*
  * The migration calls this with its function before it starts the dirty
  * log, and with NULL after it has stopped the log and before its state goes

@@ -90,8 +90,17 @@ int fy_migrate(FyMigration *m, const char *uri, bool resume, FyError **errp);
 int fy_migrate_cancel(FyMigration *m, FyError **errp);
 /* Release a pause-before-switchover; state must be the current state name. */
 int fy_migrate_continue(FyMigration *m, const char *state, FyError **errp);
+/* Postcopy (capability postcopy-ram, docs/postcopy.md): switch at the next
+ * iteration; the destination then runs the VM and pulls missing pages.
+ * pause breaks the connection on purpose (postcopy-active or -recover);
+ * fy_migrate(uri, resume = true) reconnects a postcopy-paused source. */
 int fy_migrate_start_postcopy(FyMigration *m, FyError **errp);
 int fy_migrate_pause(FyMigration *m, FyError **errp);
+/* True (with *errp saying why) once postcopy handed this VM over: the
+ * destination has run it since, so starting it here would run a second,
+ * older copy of the guest. Stays true until this VM receives an incoming
+ * migration. A program's "cont" should refuse then. */
+bool fy_migration_vm_stale(FyMigration *m, FyError **errp);
 
 /* ---- incoming ---- */
 /* Listens (tcp, unix) or opens (exec, fd, file) at once, then accepts and
@@ -99,6 +108,7 @@ int fy_migrate_pause(FyMigration *m, FyError **errp);
  * was started, unless autostart is off) or failed. "defer" only records that
  * a later call will give the URI. Refused while the VM runs. */
 int fy_migrate_incoming(FyMigration *m, const char *uri, FyError **errp);
+/* postcopy-paused destination: listen on uri for the source's resume. */
 int fy_migrate_recover(FyMigration *m, const char *uri, FyError **errp);
 
 /* ---- state ---- */

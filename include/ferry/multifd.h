@@ -246,6 +246,13 @@ int fy_multifd_queue_page(FyMultifdSend *s, FyRamBlock *rb, uint64_t offset,
 /* The same for n pages of one block. */
 int fy_multifd_queue_pages(FyMultifdSend *s, FyRamBlock *rb,
                            const uint64_t *offsets, size_t n, FyError **errp);
+/* A page the caller knows is all zero (e.g. a memfd hole it never wrote):
+ * it travels as a zero offset of a packet and is never read, so a hole is
+ * not faulted in on the source. Needs zero-page-detection multifd (the
+ * only mode where packets carry zero pages); the same rules as
+ * fy_multifd_queue_page otherwise. */
+int fy_multifd_queue_zero_page(FyMultifdSend *s, FyRamBlock *rb,
+                               uint64_t offset, FyError **errp);
 /* Hand the partly filled batch to a channel now. */
 int fy_multifd_send_flush(FyMultifdSend *s, FyError **errp);
 /* Flush, then have every channel send a SYNC packet after its queued
@@ -276,6 +283,11 @@ typedef struct FyMultifdRecvHooks {
     void (*pages_done)(void *opaque, FyRamBlock *rb,
                        const uint64_t *normal, uint32_t n_normal,
                        const uint64_t *zero, uint32_t n_zero);
+    /* Once, when the object fails (a channel's error, or a cancel), from
+     * the thread that failed it, with the object's lock held: it must only
+     * wake others up (e.g. shut the main channel down so the main loader
+     * returns), never call back into this object. */
+    void (*failed)(void *opaque);
     void *opaque;
 } FyMultifdRecvHooks;
 
@@ -286,6 +298,9 @@ typedef struct FyMultifdRecvConfig {
     const FyRamList *ram;             /* packets name blocks of this list; it
                                          must not change while receiving */
     FyMultifdRecvHooks hooks;
+    /* Threads read no packet until fy_multifd_recv_enable(): the RAM
+     * loader enables them once its maps are ready (default false: at once). */
+    bool start_disabled;
 } FyMultifdRecvConfig;
 
 void fy_multifd_recv_config_init(FyMultifdRecvConfig *cfg);
@@ -306,6 +321,8 @@ int fy_multifd_recv_new_channel(FyMultifdRecv *r, FyChannel *c,
                                 const void *prefix, size_t prefix_len,
                                 FyError **errp);
 bool fy_multifd_recv_all_channels_created(FyMultifdRecv *r);
+/* With start_disabled: let the threads read packets from now on. */
+void fy_multifd_recv_enable(FyMultifdRecv *r);
 
 /* The main loader met RAM_SAVE_FLAG_MULTIFD_FLUSH: wait until every
  * channel (also those not connected yet) has received its SYNC, i.e.

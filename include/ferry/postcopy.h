@@ -50,6 +50,7 @@
 #include <sys/types.h>
 
 #include "ferry/error.h"
+#include "ferry/ram.h"
 #include "ferry/ramblock.h"
 #include "ferry/stream.h"
 
@@ -348,5 +349,75 @@ void fy_postcopy_req_queue_shutdown(FyPostcopyReqQueue *q);
  * (recovery: the destination re-sends what it still wants). */
 void fy_postcopy_req_queue_reset(FyPostcopyReqQueue *q);
 uint64_t fy_postcopy_req_queue_total(FyPostcopyReqQueue *q); /* pushed ever */
+
+/* ==== the "ram" section in postcopy (FyRamState, ram.h) ====
+ *
+ * Source: postcopy-ram on makes the RAM entry say has_postcopy, so the
+ * switch to postcopy leaves it iterating; from fy_ram_postcopy_begin() its
+ * PART sections carry requested pages first (unless postcopy-preempt sends
+ * them on their own channel) and then the background pages, and its END
+ * section (save_live_complete_postcopy) closes the stream's RAM.
+ * Destination: from POSTCOPY_ADVISE the RAM loader reports every page it
+ * loads as received; from POSTCOPY_LISTEN it places PAGE and ZERO records
+ * atomically through the FyPostcopyDest instead of writing guest memory
+ * (which is registered with userfaultfd by then), and refuses any other
+ * kind of record. */
+
+/* Source, for the next run (from fy_mig_apply_caps). */
+void fy_ram_postcopy_enable(FyRamState *rs, bool on);
+bool fy_ram_postcopy_enabled(FyRamState *rs);
+/* The switch, VM stopped: the final dirty sync, then POSTCOPY_RAM_DISCARD
+ * commands on f for every page still to send (the destination must not
+ * keep an older copy of those). */
+int fy_ram_postcopy_send_discards(FyRamState *rs, FyStream *f, FyError **errp);
+/* Enter the postcopy phase. Requests come from q; with preempt another
+ * thread serves them with fy_ram_postcopy_send_urgent(). bandwidth limits
+ * the background pages only (bytes/s, 0 = none); requested pages always go
+ * at once. */
+int fy_ram_postcopy_begin(FyRamState *rs, FyPostcopyReqQueue *q, bool preempt,
+                          uint64_t bandwidth, FyError **errp);
+void fy_ram_postcopy_set_bandwidth(FyRamState *rs, uint64_t bandwidth);
+/* Leave the postcopy phase (the run ended). */
+void fy_ram_postcopy_end(FyRamState *rs);
+/* Milliseconds until the background stream may send again (0: now). */
+uint64_t fy_ram_postcopy_throttle_ms(FyRamState *rs);
+/* Send the pages of one request on f, whatever their dirty bits say (the
+ * destination is waiting for them). *last is the block the previous record
+ * on f named (for CONTINUE); NULL at the start of a stream. Any thread. */
+int fy_ram_postcopy_send_urgent(FyRamState *rs, FyStream *f,
+                                const FyPostcopyReq *req,
+                                const FyRamBlock **last, FyError **errp);
+/* Recovery: the body of an RP RECV_BITMAP for block idstr follows on rp;
+ * every page the destination lacks becomes a page to send. */
+int fy_ram_postcopy_reload_bitmap(FyRamState *rs, FyStream *rp,
+                                  const char *idstr, FyError **errp);
+/* Target pages still to send in the background. */
+uint64_t fy_ram_postcopy_pending_pages(FyRamState *rs);
+typedef struct FyRamPostcopyStats {
+    uint64_t bytes;         /* RAM bytes put since the switch (postcopy-bytes) */
+    uint64_t urgent_pages;  /* target pages sent because they were requested */
+    uint64_t requests;      /* requests served */
+} FyRamPostcopyStats;
+void fy_ram_postcopy_get_stats(FyRamState *rs, FyRamPostcopyStats *out);
+
+/* Destination. attach(NULL) detaches (and stops placing). */
+void fy_ram_postcopy_attach(FyRamState *rs, FyPostcopyDest *d);
+void fy_ram_postcopy_set_placing(FyRamState *rs, bool on);
+
+/* The postcopy-preempt channel (QEMU sends RAM records there, no framing):
+ * load `be64 offset|flags [+ u8 n, idstr]` + page (PAGE) or fill byte
+ * (ZERO) records and place each, until the stream ends. Returns 0 at a
+ * clean end of stream, -1 on an error (a shut-down channel included). */
+int fy_postcopy_dest_load_preempt(FyPostcopyDest *d, FyStream *f, FyError **errp);
+
+/* ADVISED only: mark as received every page that holds data now (for a
+ * shared memfd block, the file's data ranges; otherwise resident or
+ * swapped pages). Before listen this is exactly what the migration wrote,
+ * whichever path wrote it (main stream, multifd, XBZRLE). */
+int fy_postcopy_dest_mark_populated(FyPostcopyDest *d, FyError **errp);
+/* Blocktime without registered vCPU threads: the first n threads that
+ * fault take vCPU slots 0..n-1 in the order they first fault (the slot
+ * index is then not the vCPU index). 0 turns it off. */
+void fy_postcopy_dest_set_auto_vcpus(FyPostcopyDest *d, int n);
 
 #endif

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "ferry/error.h"
+#include "ferry/multifd.h"
 #include "ferry/ramblock.h"
 #include "ferry/savevm.h"
 
@@ -90,5 +91,22 @@ void fy_ram_get_stats(FyRamState *rs, FyRamStats *out);
  * Exits at the first non-zero 64-byte run, so a typical data page costs a
  * few nanoseconds. */
 bool fy_buffer_is_zero(const void *buf, size_t len);
+
+/* ---- multifd (ram-multifd.c) ----
+ * Pages of the next save go to s instead of the main stream (NULL: off),
+ * with zero pages handled as zero_detect says; the next load waits at
+ * RAM_SAVE_FLAG_MULTIFD_FLUSH for r's channels (NULL: off). The caller
+ * owns s and r and keeps them until the save / load is cleaned up. A
+ * receive object for the RAM loader is created with start_disabled: load
+ * setup enables it once the loader's maps are ready. -1: out of memory. */
+int fy_ram_set_multifd_send(FyRamState *rs, FyMultifdSend *s,
+                            FyMultifdZeroDetect zero_detect);
+int fy_ram_set_multifd_recv(FyRamState *rs, FyMultifdRecv *r);
+/* For FyMultifdRecvHooks: keep the loader's map of zero pages right. */
+bool fy_ram_multifd_page_known_zero(FyRamState *rs, FyRamBlock *rb,
+                                    uint64_t offset);
+void fy_ram_multifd_pages_done(FyRamState *rs, FyRamBlock *rb,
+                               const uint64_t *normal, uint32_t n_normal,
+                               const uint64_t *zero, uint32_t n_zero);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "control/control-int.h"
+#include "control/converge-cmds.h"
 
 void fy_sb_printf(FyStrBuf *b, const char *fmt, ...)
 {
@@ -167,6 +168,24 @@ static void socket_lines(FyStrBuf *b, json_t *list)
     fy_sb_puts(b, "]\n");
 }
 
+/* QEMU's blocktime lines (destination, postcopy-blocktime on). */
+static void postcopy_lines(FyStrBuf *b, json_t *info)
+{
+    json_t *bt = json_object_get(info, "postcopy-blocktime");
+    json_t *vb = json_object_get(info, "postcopy-vcpu-blocktime");
+    size_t i;
+    json_t *v;
+    if (json_is_integer(bt))
+        fy_sb_printf(b, "Postcopy Blocktime (ms): %" PRIu64 "\n",
+                     (uint64_t)json_integer_value(bt));
+    if (!json_is_array(vb))
+        return;
+    fy_sb_puts(b, "Postcopy vCPU Blocktime (ms): [");
+    json_array_foreach(vb, i, v)
+        fy_sb_printf(b, "%s%" PRIu64, i ? ", " : "", (uint64_t)json_integer_value(v));
+    fy_sb_puts(b, "]\n");
+}
+
 void fy_hmp_format_migrate(FyStrBuf *b, json_t *info, FySaveState *ss)
 {
     globals(b, ss);
@@ -181,9 +200,11 @@ void fy_hmp_format_migrate(FyStrBuf *b, json_t *info, FySaveState *ss)
     if (cpu)
         fy_sb_printf(b, "cpu throttle percentage: %" PRIu64 "\n",
                      u64(info, "cpu-throttle-percentage"));
+    fy_hmp_format_convergence(b, info);
     json_t *sa = json_object_get(info, "socket-address");
     if (json_is_array(sa))
         socket_lines(b, sa);
+    postcopy_lines(b, info);
 }
 
 void fy_hmp_format_capabilities(FyStrBuf *b, json_t *caps)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "control/control-int.h"
+#include "control/converge-cmds.h"
 
 #define MAX_WORDS 16
 
@@ -247,6 +248,46 @@ static void h_cont(Hmp *h, int argc, char **argv, const char *f)
     h_simple(h, "cont");
 }
 
+/* ---- convergence (hmp-converge.c builds the arguments and output) ---- */
+
+static void h_converge(Hmp *h, const char *name, json_t *args, FyError *err,
+                       void (*done)(FyStrBuf *, json_t *))
+{
+    if (!args) {
+        report_error(h, fy_error_msg(err));
+        fy_error_free(err);
+        return;
+    }
+    json_t *r = qmp(h, name, args);
+    if (r && done)
+        done(&h->out, args);
+    json_decref(r);
+    json_decref(args);
+}
+
+static void h_calc_dirty_rate(Hmp *h, int argc, char **argv, const char *f)
+{
+    FyError *err = NULL;
+    json_t *a = fy_hmp_calc_dirty_rate_args(argc, argv, f, &err);
+    h_converge(h, "calc-dirty-rate", a, err, fy_hmp_format_calc_dirty_rate);
+}
+
+static void h_set_vcpu_dirty_limit(Hmp *h, int argc, char **argv,
+                                   const char *f)
+{
+    FyError *err = NULL;
+    json_t *a = fy_hmp_vcpu_dirty_limit_args(argc, argv, true, &err);
+    h_converge(h, "set-vcpu-dirty-limit", a, err, NULL);
+}
+
+static void h_cancel_vcpu_dirty_limit(Hmp *h, int argc, char **argv,
+                                      const char *f)
+{
+    FyError *err = NULL;
+    json_t *a = fy_hmp_vcpu_dirty_limit_args(argc, argv, false, &err);
+    h_converge(h, "cancel-vcpu-dirty-limit", a, err, NULL);
+}
+
 static void h_quit(Hmp *h, int argc, char **argv, const char *f)
 {
     h_simple(h, "quit");
@@ -322,6 +363,16 @@ static void fmt_json(Hmp *h, json_t *r)
     }
 }
 
+static void fmt_dirty_rate(Hmp *h, json_t *r)
+{
+    fy_hmp_format_dirty_rate(&h->out, r);
+}
+
+static void fmt_vcpu_dirty_limit(Hmp *h, json_t *r)
+{
+    fy_hmp_format_vcpu_dirty_limit(&h->out, r);
+}
+
 static const InfoItem info_items[] = {
     { "migrate", "query-migrate", fmt_migrate, "show migration status" },
     { "migrate_capabilities", "query-migrate-capabilities", fmt_caps,
@@ -334,6 +385,10 @@ static const InfoItem info_items[] = {
     { "commands", "query-commands", fmt_commands, "list QMP commands" },
     { "ram_digest", "x-ferry-ram-digest", fmt_digest,
       "show a digest of each RAM block (debug)" },
+    { "dirty_rate", "query-dirty-rate", fmt_dirty_rate,
+      "show dirty rate information" },
+    { "vcpu_dirty_limit", "query-vcpu-dirty-limit", fmt_vcpu_dirty_limit,
+      "show dirty page limit information of all vCPU" },
     { "device_state", "x-ferry-device-state", fmt_json,
       "show the state of every device as JSON (debug)" },
 };
@@ -395,6 +450,16 @@ static const HmpCommand commands[] = {
     { "stop", "s", "", 0, 0, "", h_stop, "stop emulation" },
     { "cont", "c", "", 0, 0, "", h_cont, "resume emulation" },
     { "quit", "q", "", 0, 0, "", h_quit, "quit the emulator" },
+    { "calc_dirty_rate", NULL, "[-r] [-b] second [sample_pages_per_GB]", 1, 2,
+      "rb", h_calc_dirty_rate, "start a round of guest dirty rate "
+      "measurement (using -r to specify dirty ring as the method of "
+      "calculation and -b to specify dirty bitmap as method of calculation)" },
+    { "set_vcpu_dirty_limit", NULL, "dirty_rate [cpu_index]", 1, 2, "",
+      h_set_vcpu_dirty_limit, "set dirty page rate limit, use cpu_index to "
+      "set limit on a specified virtual cpu" },
+    { "cancel_vcpu_dirty_limit", NULL, "[cpu_index]", 0, 1, "",
+      h_cancel_vcpu_dirty_limit, "cancel dirty page rate limit, use "
+      "cpu_index to cancel limit on a specified virtual cpu" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

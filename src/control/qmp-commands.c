@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "control/control-int.h"
+#include "control/converge-cmds.h"
 
 static json_t *ok(int r)
 {
@@ -245,6 +246,14 @@ static const Builtin builtins[] = {
     { "query-migrate-capabilities", "", cmd_query_caps, true },
     { "migrate-set-parameters", NULL, cmd_set_params, true },
     { "query-migrate-parameters", "", cmd_query_params, true },
+    { "calc-dirty-rate", "calc-time:i calc-time-unit:s? sample-pages:i? "
+      "mode:s?", fy_qmp_calc_dirty_rate, true },
+    { "query-dirty-rate", "calc-time-unit:s?", fy_qmp_query_dirty_rate, true },
+    { "set-vcpu-dirty-limit", "cpu-index:i? dirty-rate:i",
+      fy_qmp_set_vcpu_dirty_limit, true },
+    { "cancel-vcpu-dirty-limit", "cpu-index:i?",
+      fy_qmp_cancel_vcpu_dirty_limit, true },
+    { "query-vcpu-dirty-limit", "", fy_qmp_query_vcpu_dirty_limit, true },
 };
 
 int fy_qmp_register_builtin(FyMonitor *mon, FyError **errp)

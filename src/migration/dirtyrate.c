@@ -597,6 +597,18 @@ void fy_dirtyrate_set_vcpu_counter(FyDirtyRate *dr, FyVcpuDirtyPagesFn fn,
     pthread_mutex_unlock(&dr->mu);
 }
 
+bool fy_dirtyrate_vcpu_pages(FyDirtyRate *dr, int vcpu, uint64_t *pages)
+{
+    pthread_mutex_lock(&dr->mu);
+    FyVcpuDirtyPagesFn fn = dr->vcpu_fn;
+    void *opaque = dr->vcpu_opaque;
+    pthread_mutex_unlock(&dr->mu);
+    if (!fn)
+        return false;
+    *pages = fn(opaque, vcpu);
+    return true;
+}
+
 void fy_dirtyrate_set_borrow(FyDirtyRate *dr, FyDirtyRateBorrowFn fn,
                              void *opaque)
 {

@@ -25,6 +25,8 @@
 
 #include <jansson.h>
 
+#include "migration/mig-multifd.h"
+#include "migration/mig-postcopy.h"
 #include "migration/migration-int.h"
 
 typedef struct In {
@@ -40,6 +42,9 @@ static int in_command(void *opaque, FyStream *f, uint16_t cmd,
                       const uint8_t *payload, uint16_t len, FyError **errp)
 {
     In *in = opaque;
+    int r = fy_mig_pc_in_command(in->m, in->rp, f, cmd, payload, len, errp);
+    if (r != FY_MIG_PC_NOT_MINE)
+        return r;
     switch (cmd) {
     case MIG_CMD_OPEN_RETURN_PATH:
         if (in->rp) {
@@ -79,13 +84,16 @@ static int in_accept(In *in, FyError **errp)
     FyListener *l = m->listener;
     pthread_mutex_unlock(&m->lock);
 
-    FyChannel *c = fy_listener_accept(l, -1, errp);
+    bool keep = false; /* multifd: more channels to accept on l */
+    FyChannel *c = fy_mig_mfd_in_accept(m, l, &keep, errp);
     pthread_mutex_lock(&m->lock);
     m->listener = NULL;
     m->chan = c;
     bool cancel = m->cancel_req;
     pthread_mutex_unlock(&m->lock);
-    fy_listener_free(l);
+    /* postcopy-preempt: its channel arrives on l later */
+    if (!keep && !(c && fy_mig_pc_in_take_listener(m, l)))
+        fy_listener_free(l);
     if (!c)
         return -1;
     in->c = c;
@@ -115,12 +123,8 @@ static int in_load(In *in, FyError **errp)
     fy_mig_apply_caps(m);
     int r = fy_loadvm_state(m->ss, in->f, &hooks, &res, errp);
     json_decref(res.vmdesc);
-    if (r == 0 && res.stopped_by_hook) {
-        fy_loadvm_state_cleanup(m->ss);
-        fy_error_setg(errp, "the stream switched to postcopy, which ferry "
-                      "does not support yet");
-        return -1;
-    }
+    if (r == 0 && res.stopped_by_hook) /* POSTCOPY_RUN ran the VM */
+        return fy_mig_pc_incoming(m, &in->c, &in->f, &in->rp, errp);
     if (r < 0)
         return -1;
 
@@ -193,6 +197,9 @@ void *fy_mig_incoming_thread(void *opaque)
     int r = in_accept(&in, &err);
     if (r == 0)
         r = in_load(&in, &err);
+    if (r < 0)
+        err = fy_mig_mfd_in_error(in.m, err);
+    fy_mig_mfd_in_finish(in.m, r == 0);
     in_finish(&in, r, err);
     return NULL;
 }
@@ -200,6 +207,8 @@ void *fy_mig_incoming_thread(void *opaque)
 static int start_incoming(FyMigration *m, const char *uri, FyError **errp)
 {
     if (fy_mig_begin_run(m, true, errp) < 0)
+        return -1;
+    if (fy_mig_mfd_check_uri(m, uri, true, errp) < 0)
         return -1;
     FyListener *l = fy_listener_new(uri, errp);
     if (!l)

@@ -71,11 +71,37 @@ typedef enum {
     FY_ZPD_MULTIFD,
 } FyZeroPageDetection;
 
+/* QMP `mode` (QEMU's MigMode order). */
+typedef enum {
+    FY_MIG_MODE_NORMAL,
+    FY_MIG_MODE_CPR_REBOOT,   /* not supported */
+    FY_MIG_MODE_CPR_TRANSFER, /* local handover: RAM by fd (handover.c) */
+    FY_MIG_MODE_CPR_EXEC,     /* not supported */
+} FyMigMode;
+
 typedef struct FyMigParams {
     uint64_t max_bandwidth;              /* bytes/s; 0 = unlimited */
     uint64_t downtime_limit;             /* ms */
     uint64_t avail_switchover_bandwidth; /* bytes/s; 0 = use the measured one */
     uint64_t zero_page_detection;        /* FyZeroPageDetection */
+    uint64_t multifd_channels;           /* 1..255 (mig-multifd.c) */
+    uint64_t multifd_compression;        /* FyMultifdCompression */
+    uint64_t multifd_zlib_level;         /* 0..9 */
+    uint64_t multifd_zstd_level;         /* 0..20 */
+    uint64_t mode;                       /* FyMigMode */
+    uint64_t max_postcopy_bandwidth;     /* bytes/s of background pages in
+                                            postcopy; 0 = unlimited */
+    /* convergence (converge.c) */
+    uint64_t throttle_trigger_threshold; /* % */
+    uint64_t cpu_throttle_initial;       /* % */
+    uint64_t cpu_throttle_increment;     /* % */
+    uint64_t cpu_throttle_tailslow;      /* bool */
+    uint64_t max_cpu_throttle;           /* % */
+    uint64_t xbzrle_cache_size;          /* bytes */
+    uint64_t x_vcpu_dirty_limit_period;  /* ms */
+    uint64_t vcpu_dirty_limit;           /* MB/s */
+    uint64_t x_stall_iterations;         /* dirty syncs; 0 = off */
+    uint64_t x_stall_action;             /* FyStallAction */
 } FyMigParams;
 
 /* QEMU's defaults: MAX_THROTTLE is 128 MiB/s since QEMU 5.2 (it was
@@ -143,6 +169,9 @@ struct FyMigration {
     bool committed;              /* (L) the whole stream is out: no cancel */
     bool freeing;                /* (L) fy_migration_free: cancel regardless */
     FyMigRp rp;
+    struct FyMigMfd *mfd;        /* multifd and handover (mig-multifd.c) */
+    struct FyConverge *cv;       /* convergence (converge.c) */
+    struct FyMigPostcopy *pc;    /* postcopy (mig-postcopy.c) */
 
     /* incoming */
     pthread_t in_thread;

@@ -13,6 +13,9 @@
 
 #include <jansson.h>
 
+#include "migration/converge.h"
+#include "migration/mig-multifd.h"
+#include "migration/mig-postcopy.h"
 #include "migration/migration-int.h"
 
 uint64_t fy_mig_now_ms(void)
@@ -30,6 +33,7 @@ static void ram_synced(void *opaque, uint64_t count)
     fy_mig_emit(m, "MIGRATION_PASS", data);
     pthread_mutex_unlock(&m->event_lock);
     json_decref(data);
+    fy_mig_converge_synced(m, count);
 }
 
 static int init_locks(FyMigration *m)
@@ -63,7 +67,8 @@ FyMigration *fy_migration_new(FySaveState *ss, FyRamList *ram,
     m->autostart = true;
     fy_mig_params_init(&m->params);
     m->rs = fy_ram_new(ram, vm, vm_opaque);
-    if (!m->rs || fy_ram_register(m->rs, ss, NULL) < 0) {
+    m->cv = fy_mig_converge_new(m);
+    if (!m->rs || !m->cv || fy_ram_register(m->rs, ss, NULL) < 0) {
         fy_migration_free(m);
         return NULL;
     }
@@ -86,6 +91,10 @@ void fy_migration_free(FyMigration *m)
 
     if (m->ram_registered)
         fy_unregister_savevm(m->ss, "ram", 0);
+    /* postcopy and multifd still hold pointers into the RAM state */
+    fy_mig_pc_free(m);
+    fy_mig_mfd_free(m);
+    fy_mig_converge_free(m->cv);
     fy_ram_free(m->rs);
     fy_error_free(m->error);
     free(m->uri);
@@ -124,12 +133,16 @@ void fy_mig_kick_locked(FyMigration *m)
         fy_channel_shutdown(m->chan, FY_SHUTDOWN_BOTH, NULL);
     if (m->listener)
         fy_listener_shutdown(m->listener);
+    fy_mig_mfd_kick_locked(m);
+    fy_mig_pc_kick_locked(m);
     pthread_cond_broadcast(&m->cond);
 }
 
 int fy_migrate_cancel(FyMigration *m, FyError **errp)
 {
     int ret = 0;
+    if (fy_mig_pc_cancel_check(m, errp) < 0)
+        return -1;
     pthread_mutex_lock(&m->event_lock);
     pthread_mutex_lock(&m->lock);
     FyMigStatus s = m->status;
@@ -189,31 +202,21 @@ int fy_migrate_continue(FyMigration *m, const char *state, FyError **errp)
     return ret;
 }
 
-/* ---- postcopy entry points: postcopy-ram cannot be enabled yet ---- */
+/* ---- postcopy entry points (mig-postcopy.c) ---- */
 
 int fy_migrate_start_postcopy(FyMigration *m, FyError **errp)
 {
-    (void)m;
-    fy_error_setg(errp, "Enable postcopy with migrate_set_capability before "
-                  "the start of migration");
-    return -1;
+    return fy_mig_pc_start(m, errp);
 }
 
 int fy_migrate_pause(FyMigration *m, FyError **errp)
 {
-    (void)m;
-    fy_error_setg(errp, "migrate-pause is currently only supported during "
-                  "postcopy-active or postcopy-recover state");
-    return -1;
+    return fy_mig_pc_pause(m, errp);
 }
 
 int fy_migrate_recover(FyMigration *m, const char *uri, FyError **errp)
 {
-    (void)m;
-    (void)uri;
-    fy_error_setg(errp, "Migrate recover can only be run when postcopy is "
-                  "paused.");
-    return -1;
+    return fy_mig_pc_recover(m, uri, errp);
 }
 
 /* ---- state ---- */

@@ -19,35 +19,45 @@
 
 #include <jansson.h>
 
+#include "migration/converge.h"
+#include "migration/mig-multifd.h"
+#include "migration/mig-postcopy.h"
 #include "migration/migration-int.h"
 
 const FyMigCapInfo fy_mig_caps[FY_CAP__MAX] = {
-    [FY_CAP_XBZRLE] = { "xbzrle", false },
+    [FY_CAP_XBZRLE] = { "xbzrle", true },
     [FY_CAP_RDMA_PIN_ALL] = { "rdma-pin-all", false },
-    [FY_CAP_AUTO_CONVERGE] = { "auto-converge", false },
+    [FY_CAP_AUTO_CONVERGE] = { "auto-converge", true },
     [FY_CAP_EVENTS] = { "events", true },
-    [FY_CAP_POSTCOPY_RAM] = { "postcopy-ram", false },
+    [FY_CAP_POSTCOPY_RAM] = { "postcopy-ram", true },
     [FY_CAP_X_COLO] = { "x-colo", false },
     [FY_CAP_RELEASE_RAM] = { "release-ram", false },
     [FY_CAP_RETURN_PATH] = { "return-path", true },
     [FY_CAP_PAUSE_BEFORE_SWITCHOVER] = { "pause-before-switchover", true },
-    [FY_CAP_MULTIFD] = { "multifd", false },
+    [FY_CAP_MULTIFD] = { "multifd", true },
     [FY_CAP_DIRTY_BITMAPS] = { "dirty-bitmaps", false },
-    [FY_CAP_POSTCOPY_BLOCKTIME] = { "postcopy-blocktime", false },
+    [FY_CAP_POSTCOPY_BLOCKTIME] = { "postcopy-blocktime", true },
     [FY_CAP_LATE_BLOCK_ACTIVATE] = { "late-block-activate", false },
     [FY_CAP_X_IGNORE_SHARED] = { "x-ignore-shared", true },
     [FY_CAP_VALIDATE_UUID] = { "validate-uuid", true },
     [FY_CAP_BACKGROUND_SNAPSHOT] = { "background-snapshot", false },
-    [FY_CAP_ZERO_COPY_SEND] = { "zero-copy-send", false },
-    [FY_CAP_POSTCOPY_PREEMPT] = { "postcopy-preempt", false },
+    [FY_CAP_ZERO_COPY_SEND] = { "zero-copy-send", true },
+    [FY_CAP_POSTCOPY_PREEMPT] = { "postcopy-preempt", true },
     [FY_CAP_SWITCHOVER_ACK] = { "switchover-ack", false },
-    [FY_CAP_DIRTY_LIMIT] = { "dirty-limit", false },
+    [FY_CAP_DIRTY_LIMIT] = { "dirty-limit", true },
     [FY_CAP_MAPPED_RAM] = { "mapped-ram", false },
 };
 
 static const char *const zpd_names[] = { "none", "legacy", "multifd", NULL };
+/* QEMU's MultiFDCompression and MigMode; mig-multifd.c refuses the values
+ * ferry does not implement. */
+static const char *const mfd_comp_names[] = { "none", "zlib", "zstd", "qpl",
+                                              "uadk", "qatzip", NULL };
+static const char *const mode_names[] = { "normal", "cpr-reboot",
+                                           "cpr-transfer", "cpr-exec", NULL };
 
-typedef enum { PT_UINT, PT_ENUM, PT_OTHER } ParamType;
+/* PT_CONV: parsed and shown by converge.c (ranges, bools, enums). */
+typedef enum { PT_UINT, PT_ENUM, PT_OTHER, PT_CONV } ParamType;
 
 typedef struct ParamInfo {
     const char *name;
@@ -65,16 +75,18 @@ typedef struct ParamInfo {
 #define P_ENUM(n, field, nm, lv) \
     { n, PT_ENUM, true, lv, offsetof(FyMigParams, field), 0, NULL, nm }
 #define P_LATER(n) { n, PT_OTHER, false, false, 0, 0, NULL, NULL }
+#define P_CONV(n, field) \
+    { n, PT_CONV, true, true, offsetof(FyMigParams, field), 0, NULL, NULL }
 
 static const ParamInfo params[] = {
     P_LATER("announce-initial"),
     P_LATER("announce-max"),
     P_LATER("announce-rounds"),
     P_LATER("announce-step"),
-    P_LATER("throttle-trigger-threshold"),
-    P_LATER("cpu-throttle-initial"),
-    P_LATER("cpu-throttle-increment"),
-    P_LATER("cpu-throttle-tailslow"),
+    P_CONV("throttle-trigger-threshold", throttle_trigger_threshold),
+    P_CONV("cpu-throttle-initial", cpu_throttle_initial),
+    P_CONV("cpu-throttle-increment", cpu_throttle_increment),
+    P_CONV("cpu-throttle-tailslow", cpu_throttle_tailslow),
     P_LATER("tls-creds"),
     P_LATER("tls-hostname"),
     P_LATER("tls-authz"),
@@ -87,20 +99,27 @@ static const ParamInfo params[] = {
     P_UINT("downtime-limit", downtime_limit, FY_MAX_DOWNTIME_LIMIT,
            "an integer in the range of 0 to 2000000 milliseconds", true),
     P_LATER("x-checkpoint-delay"),
-    P_LATER("multifd-channels"),
-    P_LATER("xbzrle-cache-size"),
-    P_LATER("max-postcopy-bandwidth"),
-    P_LATER("max-cpu-throttle"),
-    P_LATER("multifd-compression"),
-    P_LATER("multifd-zlib-level"),
+    P_UINT("multifd-channels", multifd_channels, FY_MULTIFD_CHANNELS_MAX,
+           "a value between 1 and 255", false),
+    P_CONV("xbzrle-cache-size", xbzrle_cache_size),
+    P_UINT("max-postcopy-bandwidth", max_postcopy_bandwidth, INT64_MAX,
+           "an integer in the range of 0 to 9223372036854775807 bytes/second",
+           true),
+    P_CONV("max-cpu-throttle", max_cpu_throttle),
+    P_ENUM("multifd-compression", multifd_compression, mfd_comp_names, false),
+    P_UINT("multifd-zlib-level", multifd_zlib_level, 9,
+           "a value between 0 and 9", false),
     P_LATER("multifd-qatzip-level"),
-    P_LATER("multifd-zstd-level"),
+    P_UINT("multifd-zstd-level", multifd_zstd_level, 20,
+           "a value between 0 and 20", false),
     P_LATER("block-bitmap-mapping"),
-    P_LATER("x-vcpu-dirty-limit-period"),
-    P_LATER("vcpu-dirty-limit"),
-    P_LATER("mode"),
+    P_CONV("x-vcpu-dirty-limit-period", x_vcpu_dirty_limit_period),
+    P_CONV("vcpu-dirty-limit", vcpu_dirty_limit),
+    P_ENUM("mode", mode, mode_names, false),
     P_ENUM("zero-page-detection", zero_page_detection, zpd_names, false),
     P_LATER("direct-io"),
+    P_CONV("x-stall-iterations", x_stall_iterations),
+    P_CONV("x-stall-action", x_stall_action),
 };
 #define N_PARAMS (sizeof(params) / sizeof(params[0]))
 
@@ -110,6 +129,12 @@ void fy_mig_params_init(FyMigParams *p)
     p->max_bandwidth = FY_DEFAULT_MAX_BANDWIDTH;
     p->downtime_limit = FY_DEFAULT_DOWNTIME_LIMIT;
     p->zero_page_detection = FY_ZPD_MULTIFD; /* QEMU's default since 9.0 */
+    p->multifd_channels = 2;
+    p->multifd_compression = FY_MULTIFD_COMPRESSION_NONE;
+    p->multifd_zlib_level = 1;
+    p->multifd_zstd_level = 1;
+    p->mode = FY_MIG_MODE_NORMAL;
+    fy_mig_converge_params_init(p);
 }
 
 static uint64_t *param_slot(FyMigParams *p, const ParamInfo *pi)
@@ -140,7 +165,9 @@ static int caps_check(const bool *caps, FyError **errp)
             return -1;
         }
     }
-    return 0;
+    if (fy_mig_pc_check(caps, errp) < 0)
+        return -1;
+    return fy_mig_converge_caps_check(caps, errp);
 }
 
 int fy_migration_set_capability(FyMigration *m, const char *name, bool on,
@@ -156,7 +183,8 @@ int fy_migration_set_capability(FyMigration *m, const char *name, bool on,
     caps[i] = on;
     if (fy_mig_status_is_running(m->status))
         fy_error_setg(errp, "There's a migration process in progress");
-    else if (caps_check(caps, errp) == 0) {
+    else if (caps_check(caps, errp) == 0 &&
+             fy_mig_mfd_check(caps, &m->params, errp) == 0) {
         memcpy(m->caps, caps, sizeof(caps));
         ret = 0;
     }
@@ -244,8 +272,11 @@ static int param_apply_one(const ParamInfo *pi, json_t *v, FyMigParams *p,
                       pi->name);
         return -1;
     }
-    if ((pi->type == PT_UINT ? parse_uint(pi, v, &val, errp)
-                             : parse_enum(pi, v, &val, errp)) < 0)
+    if (pi->type == PT_CONV) {
+        if (fy_mig_converge_param_parse(pi->name, v, &val, errp) != 0)
+            return -1;
+    } else if ((pi->type == PT_UINT ? parse_uint(pi, v, &val, errp)
+                                    : parse_enum(pi, v, &val, errp)) < 0)
         return -1;
     if (running && !pi->live &&
         val != *param_slot((FyMigParams *)cur, pi)) {
@@ -281,6 +312,10 @@ int fy_migration_set_parameters(FyMigration *m, json_t *obj, FyError **errp)
             break;
     }
     if (ret == 0)
+        ret = fy_mig_mfd_check(m->caps, &next, errp);
+    if (ret == 0)
+        ret = fy_mig_converge_params_apply(m, &next, errp);
+    if (ret == 0)
         m->params = next;
     pthread_mutex_unlock(&m->lock);
     return ret;
@@ -297,6 +332,9 @@ json_t *fy_migration_query_parameters(FyMigration *m)
             continue;
         if (pi->type == PT_ENUM)
             json_object_set_new(o, pi->name, json_string(pi->names[val]));
+        else if (pi->type == PT_CONV)
+            json_object_set_new(o, pi->name,
+                                fy_mig_converge_param_json(pi->name, val));
         else
             json_object_set_new(o, pi->name, json_integer((json_int_t)val));
     }
@@ -315,7 +353,10 @@ FyZeroPageDetection fy_mig_zero_page_detection(FyMigration *m)
 void fy_mig_apply_caps(FyMigration *m)
 {
     pthread_mutex_lock(&m->lock);
-    bool ignore_shared = m->caps[FY_CAP_X_IGNORE_SHARED];
+    /* cpr-transfer hands every block over by fd (handover.c): the stream
+     * is the one x-ignore-shared gives. */
+    bool ignore_shared = m->caps[FY_CAP_X_IGNORE_SHARED] ||
+                         m->params.mode == FY_MIG_MODE_CPR_TRANSFER;
     bool validate_uuid = m->caps[FY_CAP_VALIDATE_UUID];
     bool detect_zero = m->params.zero_page_detection != FY_ZPD_NONE;
     pthread_mutex_unlock(&m->lock);
@@ -326,4 +367,5 @@ void fy_mig_apply_caps(FyMigration *m)
     FyRamOptions o = { .ignore_shared = ignore_shared,
                        .detect_zero = detect_zero };
     fy_ram_set_options(m->rs, &o);
+    fy_mig_pc_apply_caps(m);
 }

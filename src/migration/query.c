@@ -12,12 +12,17 @@
  */
 #include <jansson.h>
 
+#include "migration/converge.h"
+#include "migration/mig-multifd.h"
+#include "migration/mig-postcopy.h"
 #include "migration/migration-int.h"
 
 static json_t *ram_info(FyMigration *m)
 {
     FyRamStats st;
+    FyMultifdStats mst;
     fy_ram_get_stats(m->rs, &st);
+    fy_mig_mfd_stats_locked(m, &mst);
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,"
                      "s:I,s:I,s:I,s:I}",
                      "transferred", (json_int_t)m->transferred,
@@ -32,12 +37,13 @@ static json_t *ram_info(FyMigration *m)
                      "dirty-sync-count", (json_int_t)st.dirty_sync_count,
                      "postcopy-requests", (json_int_t)0,
                      "page-size", (json_int_t)FY_TARGET_PAGE_SIZE,
-                     "multifd-bytes", (json_int_t)0,
+                     "multifd-bytes", (json_int_t)mst.bytes,
                      "pages-per-second", (json_int_t)m->pages_per_second,
                      "precopy-bytes", (json_int_t)m->precopy_bytes,
                      "downtime-bytes", (json_int_t)m->downtime_bytes,
                      "postcopy-bytes", (json_int_t)0,
-                     "dirty-sync-missed-zero-copy", (json_int_t)0);
+                     "dirty-sync-missed-zero-copy",
+                     (json_int_t)mst.zero_copy_copied);
 }
 
 static bool shows_stats(FyMigStatus s)
@@ -69,6 +75,7 @@ static void fill_outgoing(FyMigration *m, json_t *o)
             json_object_set_new(o, "expected-downtime",
                                 json_integer((json_int_t)m->expected_downtime));
         json_object_set_new(o, "ram", ram_info(m));
+        fy_mig_converge_query(m, o, s);
     }
 }
 
@@ -118,6 +125,7 @@ json_t *fy_migration_query(FyMigration *m)
         if (m->status == MIGRATION_STATUS_FAILED && m->error)
             json_object_set_new(o, "error-desc",
                                 json_string(fy_error_msg(m->error)));
+        fy_mig_pc_query_locked(m, o);
     }
     pthread_mutex_unlock(&m->lock);
     return o;

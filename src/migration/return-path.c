@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "migration/mig-postcopy.h"
 #include "migration/migration-int.h"
 
 #define RP_MAX_LEN 512
@@ -89,10 +90,14 @@ static int rp_read_one(FyMigration *m, FyStream *f, FyError **errp)
         pthread_cond_broadcast(&m->cond);
         pthread_mutex_unlock(&m->lock);
         return 0;
-    default:
+    default: {
+        int r = fy_mig_pc_rp_message(m, f, type, buf, len, errp);
+        if (r != FY_MIG_PC_NOT_MINE)
+            return r;
         fy_error_setg(errp, "return path: unexpected message type %u "
                       "(length %u) during precopy", type, len);
         return -1;
+    }
     }
 }
 

@@ -61,6 +61,7 @@ struct FyMultifdRecv {
     FyError *err;
     bool failed;
     bool quit;
+    bool enabled;        /* threads may read packets (start_disabled) */
     FyMultifdStats st;   /* atomic counters */
     int nch;
     RecvChannel *ch;
@@ -89,6 +90,8 @@ static void fail_locked(FyMultifdRecv *r, FyError *err)
         pthread_cond_signal(&r->ch[i].wake);
     }
     pthread_cond_broadcast(&r->main);
+    if (r->cfg.hooks.failed)
+        r->cfg.hooks.failed(r->cfg.hooks.opaque);
 }
 
 static void fail(FyMultifdRecv *r, FyError *err)
@@ -220,11 +223,24 @@ static bool wait_released(RecvChannel *ch)
     return go_on;
 }
 
+/* start_disabled: wait for fy_multifd_recv_enable(). */
+static bool wait_enabled(FyMultifdRecv *r, RecvChannel *ch)
+{
+    pthread_mutex_lock(&r->lock);
+    while (!r->enabled && !r->failed && !r->quit)
+        pthread_cond_wait(&ch->wake, &r->lock);
+    bool go_on = !r->failed && !r->quit;
+    pthread_mutex_unlock(&r->lock);
+    return go_on;
+}
+
 static void *recv_thread(void *opaque)
 {
     RecvChannel *ch = opaque;
     FyMultifdRecv *r = ch->r;
 
+    if (!wait_enabled(r, ch))
+        return NULL;
     for (;;) {
         FyError *err = NULL;
         int rc = recv_packet(ch, &err);
@@ -273,6 +289,7 @@ FyMultifdRecv *fy_multifd_recv_new(const FyMultifdRecvConfig *cfg,
         return NULL;
     }
     r->cfg = *cfg;
+    r->enabled = !cfg->start_disabled;
     r->chk.compression = cfg->compression;
     r->chk.ram = cfg->ram;
     pthread_mutex_init(&r->lock, NULL);
@@ -374,6 +391,15 @@ int fy_multifd_recv_new_channel(FyMultifdRecv *r, FyChannel *c,
     if (id < 0 || fy_multifd_recv_add_channel(r, c, id, errp) < 0)
         return -1;
     return id;
+}
+
+void fy_multifd_recv_enable(FyMultifdRecv *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->enabled = true;
+    for (int i = 0; i < r->nch; i++)
+        pthread_cond_signal(&r->ch[i].wake);
+    pthread_mutex_unlock(&r->lock);
 }
 
 bool fy_multifd_recv_all_channels_created(FyMultifdRecv *r)

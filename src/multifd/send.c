@@ -32,9 +32,11 @@
 
 #include "multifd/multifd-int.h"
 
+/* known_zero: bit i set = offset[i] was queued as known zero (not read). */
 typedef struct MfdBatch {
     FyRamBlock *block;
     uint32_t num;
+    uint64_t known_zero[MFD_PAGES / 64];
     uint64_t offset[MFD_PAGES];
 } MfdBatch;
 
@@ -138,7 +140,8 @@ static void classify(SendChannel *ch, const MfdBatch *b)
     if (ch->s->cfg.zero_detect == FY_MULTIFD_ZERO_MULTIFD) {
         for (uint32_t i = 0; i < b->num; i++) {
             uint64_t off = b->offset[i];
-            if (fy_multifd_buffer_is_zero(b->block->host + off, MFD_PAGE))
+            if (((b->known_zero[i / 64] >> (i % 64)) & 1) ||
+                fy_multifd_buffer_is_zero(b->block->host + off, MFD_PAGE))
                 ch->zero[nz++] = off;
             else
                 p->offset[nn++] = off;
@@ -463,6 +466,7 @@ static int hand_off(FyMultifdSend *s, FyError **errp)
     s->cur = b;
     b->num = 0;
     b->block = NULL;
+    memset(b->known_zero, 0, sizeof(b->known_zero));
     return 0;
 }
 
@@ -487,8 +491,8 @@ static int check_page(const FyRamBlock *rb, uint64_t offset, FyError **errp)
     return 0;
 }
 
-int fy_multifd_queue_page(FyMultifdSend *s, FyRamBlock *rb, uint64_t offset,
-                          FyError **errp)
+static int queue_one(FyMultifdSend *s, FyRamBlock *rb, uint64_t offset,
+                     bool known_zero, FyError **errp)
 {
     if (check_page(rb, offset, errp) < 0)
         return -1;
@@ -501,10 +505,29 @@ int fy_multifd_queue_page(FyMultifdSend *s, FyRamBlock *rb, uint64_t offset,
         return -1;
     b = s->cur;
     b->block = rb;
+    if (known_zero)
+        b->known_zero[b->num / 64] |= 1ull << (b->num % 64);
     b->offset[b->num++] = offset;
     if (b->num == MFD_PAGES)
         return hand_off(s, errp);
     return 0;
+}
+
+int fy_multifd_queue_page(FyMultifdSend *s, FyRamBlock *rb, uint64_t offset,
+                          FyError **errp)
+{
+    return queue_one(s, rb, offset, false, errp);
+}
+
+int fy_multifd_queue_zero_page(FyMultifdSend *s, FyRamBlock *rb,
+                               uint64_t offset, FyError **errp)
+{
+    if (s->cfg.zero_detect != FY_MULTIFD_ZERO_MULTIFD) {
+        fy_error_setg(errp, "multifd: a known zero page can only be queued "
+                      "with zero-page-detection multifd");
+        return -1;
+    }
+    return queue_one(s, rb, offset, true, errp);
 }
 
 int fy_multifd_queue_pages(FyMultifdSend *s, FyRamBlock *rb,

@@ -14,6 +14,12 @@
  * blocked at once (blocked_vcpus == registered), as in QEMU; per-vCPU
  * blocktime is the sum of that vCPU's waits.
  *
+ * When the VM cannot name its vCPU threads, auto_vcpus = N makes the first
+ * N distinct threads that fault take the vCPU slots (first-fault order),
+ * and "all blocked" means all N blocked. On the destination only vCPUs
+ * touch guest RAM (the loaders place pages with ioctls), so those threads
+ * are the vCPUs; only their numbering is not the VM's.
+ *
  * Latency samples go to a ring of the latest PC_LAT_SAMPLES values, so the
  * median and p99 describe recent behaviour with bounded memory.
  */
@@ -70,6 +76,40 @@ int fy_pc_track_register_vcpu(PcTrack *t, int index, pid_t tid, FyError **errp)
     return 0;
 }
 
+/* How many vCPUs "all blocked at once" means: the registered ones, or the
+ * count auto-registration expects (see fy_postcopy_dest_set_auto_vcpus). */
+static int expected_vcpus(const PcTrack *t)
+{
+    return t->registered > t->auto_vcpus ? t->registered : t->auto_vcpus;
+}
+
+/* An unknown faulting thread takes the lowest free vCPU slot below
+ * auto_vcpus (lock held). Returns the slot or -1. */
+static int auto_register(PcTrack *t, pid_t tid)
+{
+    if (!tid || t->registered >= t->auto_vcpus)
+        return -1;
+    for (int i = 0; i < t->auto_vcpus; i++) {
+        if (!t->vcpu_tid[i]) {
+            t->vcpu_tid[i] = tid;
+            t->registered++;
+            if (i >= t->vcpus)
+                t->vcpus = i + 1;
+            return i;
+        }
+    }
+    return -1;
+}
+
+void fy_pc_track_set_auto_vcpus(PcTrack *t, int n)
+{
+    pthread_mutex_lock(&t->lock);
+    t->auto_vcpus = n < 0 ? 0 : n > FY_POSTCOPY_MAX_VCPUS ? FY_POSTCOPY_MAX_VCPUS : n;
+    if (t->auto_vcpus > t->vcpus)
+        t->vcpus = t->auto_vcpus;
+    pthread_mutex_unlock(&t->lock);
+}
+
 static int dist_bucket(uint64_t ns)
 {
     uint64_t us = ns / 1000;
@@ -88,7 +128,7 @@ static void resolve(PcTrack *t, int i, uint64_t now)
     uint64_t lat = now > w->start_ns ? now - w->start_ns : 0;
 
     if (i < FY_POSTCOPY_MAX_VCPUS) {
-        if (t->blocked_vcpus == t->registered && t->registered > 0)
+        if (t->blocked_vcpus == expected_vcpus(t) && t->blocked_vcpus > 0)
             t->total_ns += now - t->all_blocked_since;
         t->blocked_vcpus--;
         t->vcpu_ns[i] += lat;
@@ -124,6 +164,8 @@ void fy_pc_track_fault(PcTrack *t, pid_t tid, int block, uint64_t page,
 {
     pthread_mutex_lock(&t->lock);
     int v = tid ? vcpu_of(t, tid) : -1;
+    if (v < 0)
+        v = auto_register(t, tid);
     int i = v >= 0 ? v : other_slot(t, tid);
     if (i < 0) {
         t->untracked++;
@@ -142,7 +184,7 @@ void fy_pc_track_fault(PcTrack *t, pid_t tid, int block, uint64_t page,
     *w = (PcWaiter){ .active = true, .tid = tid, .block = block,
                      .page = page, .start_ns = now };
     t->active++;
-    if (v >= 0 && ++t->blocked_vcpus == t->registered)
+    if (v >= 0 && ++t->blocked_vcpus == expected_vcpus(t))
         t->all_blocked_since = now;
     pthread_mutex_unlock(&t->lock);
 }
@@ -169,7 +211,7 @@ void fy_pc_track_blocktime(PcTrack *t, FyPostcopyBlocktime *out, uint64_t now)
     pthread_mutex_lock(&t->lock);
     out->vcpus = t->vcpus;
     out->total_ns = t->total_ns;
-    if (t->registered > 0 && t->blocked_vcpus == t->registered)
+    if (t->blocked_vcpus > 0 && t->blocked_vcpus == expected_vcpus(t))
         out->total_ns += now - t->all_blocked_since;
     for (int i = 0; i < t->vcpus; i++) {
         uint64_t ns = t->vcpu_ns[i];

@@ -8,6 +8,10 @@
  *   postcopy-wire.c       return-path messages, received bitmap, ADVISE
  *   postcopy-discard.c    POSTCOPY_RAM_DISCARD: parse, apply, build
  *   postcopy-queue.c      the source's page request queue
+ *   postcopy-save.c       the RAM section's postcopy sender (discards,
+ *                         requested pages first, background, recovery)
+ *   postcopy-load.c       the RAM loader's postcopy side (received marks,
+ *                         placement, the preempt channel's records)
  *
  * Destination invariants (per block, bits in target pages):
  * - recv: set once the page is in guest RAM for good (placed, or loaded in
@@ -70,6 +74,7 @@ typedef struct PcTrack {
     pid_t vcpu_tid[FY_POSTCOPY_MAX_VCPUS];
     int vcpus;          /* highest registered index + 1 */
     int registered;     /* vCPUs with a tid */
+    int auto_vcpus;     /* unknown faulting threads become vCPUs below this */
     /* waiters: [0, MAX_VCPUS) are vCPUs by index, then other threads */
     PcWaiter w[FY_POSTCOPY_MAX_VCPUS + PC_MAX_OTHER_WAITERS];
     int active;         /* active waiters (all kinds) */
@@ -88,6 +93,7 @@ typedef struct PcTrack {
 
 uint64_t fy_pc_now_ns(void);
 void fy_pc_track_init(PcTrack *t);
+void fy_pc_track_set_auto_vcpus(PcTrack *t, int n);
 void fy_pc_track_destroy(PcTrack *t);
 int fy_pc_track_register_vcpu(PcTrack *t, int index, pid_t tid, FyError **errp);
 /* Thread tid faulted on (block, page) at now. */
@@ -163,6 +169,25 @@ PcBlock *fy_pc_block_by_name(FyPostcopyDest *d, const char *idstr);
 FyPostcopyDestState fy_pc_state(FyPostcopyDest *d);
 /* Punch [off, off + len) of a block out of its backing. */
 int fy_pc_discard_backing(PcBlock *b, uint64_t off, uint64_t len, FyError **errp);
+
+/* ---- the RAM section in postcopy (postcopy-save.c, postcopy-load.c) ----
+ * Hung off FyRamState.pc. Source fields are touched by the migration
+ * thread and, with postcopy-preempt, the preempt sender (counters atomic,
+ * dirty bits taken with atomic RMWs); destination fields by the incoming
+ * thread. */
+typedef struct RamPostcopy {
+    bool enabled;             /* source: postcopy-ram on (has_postcopy) */
+    bool sending;             /* source: in the postcopy phase */
+    bool preempt;             /* source: requests are served elsewhere */
+    FyPostcopyReqQueue *q;
+    uint64_t bandwidth;       /* background bytes/s, 0 = unlimited */
+    uint64_t win_start_ns, win_bytes;
+    uint64_t st_bytes, st_urgent, st_requests;  /* atomic */
+
+    FyPostcopyDest *d;        /* destination: advised */
+    bool placing;             /* destination: listening */
+    uint8_t *page;            /* destination: one page off guest RAM */
+} RamPostcopy;
 
 /* postcopy-fault.c */
 void *fy_pc_fault_thread(void *opaque);

@@ -326,6 +326,108 @@ void fy_postcopy_dest_mark_received(FyPostcopyDest *d, const FyRamBlock *rb,
     __atomic_fetch_add(&d->received, n, __ATOMIC_RELAXED);
 }
 
+/* ---- what precopy left in RAM ---- */
+
+static void mark_range(FyPostcopyDest *d, PcBlock *b, uint64_t start, uint64_t end)
+{
+    if (end > b->rb->used_length)
+        end = b->rb->used_length;
+    if (end > start)
+        fy_postcopy_dest_mark_received(d, b->rb, start, end - start);
+}
+
+/* A shared memfd's data ranges: exactly the pages written through any
+ * mapping of it (holes read as zero and were never written). */
+static int mark_file_data(FyPostcopyDest *d, PcBlock *b, FyError **errp)
+{
+    const FyRamBlock *rb = b->rb;
+    uint64_t off = 0;
+    while (off < rb->used_length) {
+        off_t data = lseek(rb->fd, (off_t)(rb->fd_offset + off), SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO)
+                return 0;
+            fy_error_setg_errno(errp, errno, "postcopy-ram: lseek(SEEK_DATA) "
+                                "on RAM block '%s'", rb->idstr);
+            return -1;
+        }
+        off_t hole = lseek(rb->fd, data, SEEK_HOLE);
+        if (hole < 0) {
+            fy_error_setg_errno(errp, errno, "postcopy-ram: lseek(SEEK_HOLE) "
+                                "on RAM block '%s'", rb->idstr);
+            return -1;
+        }
+        uint64_t ds = (uint64_t)data - rb->fd_offset;
+        uint64_t he = (uint64_t)hole - rb->fd_offset;
+        if (ds >= rb->used_length)
+            return 0;
+        mark_range(d, b, ds & ~(uint64_t)(FY_TARGET_PAGE_SIZE - 1), he);
+        off = he > off ? he : off + FY_TARGET_PAGE_SIZE;
+    }
+    return 0;
+}
+
+/* Private memory: pages present or swapped out in /proc/self/pagemap. */
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+static int mark_resident(FyPostcopyDest *d, PcBlock *b, int pm, FyError **errp)
+{
+    const FyRamBlock *rb = b->rb;
+    uint64_t ent[512];
+    long ps = sysconf(_SC_PAGESIZE);
+    uint64_t hpages = rb->used_length / (uint64_t)ps;
+    uint64_t base = (uintptr_t)rb->host / (uint64_t)ps;
+    for (uint64_t i = 0; i < hpages;) {
+        uint64_t n = hpages - i < 512 ? hpages - i : 512;
+        ssize_t got = pread(pm, ent, n * sizeof(ent[0]),
+                            (off_t)((base + i) * sizeof(ent[0])));
+        if (got <= 0 || got % (ssize_t)sizeof(ent[0])) {
+            fy_error_setg_errno(errp, got < 0 ? errno : EIO, "postcopy-ram: "
+                                "reading /proc/self/pagemap for RAM block '%s'",
+                                rb->idstr);
+            return -1;
+        }
+        n = (uint64_t)got / sizeof(ent[0]);
+        for (uint64_t j = 0; j < n; j++)
+            if (ent[j] & (PM_PRESENT | PM_SWAPPED))
+                mark_range(d, b, (i + j) * (uint64_t)ps, (i + j + 1) * (uint64_t)ps);
+        i += n;
+    }
+    return 0;
+}
+
+int fy_postcopy_dest_mark_populated(FyPostcopyDest *d, FyError **errp)
+{
+    if (fy_pc_state(d) != FY_POSTCOPY_DEST_ADVISED) {
+        fy_error_setg(errp, "postcopy-ram: looking for received pages in state "
+                      "%s (expected advised)", state_name(fy_pc_state(d)));
+        return -1;
+    }
+    int pm = -1, r = 0;
+    for (int i = 0; i < d->nblocks && r == 0; i++) {
+        PcBlock *b = &d->blocks[i];
+        if (b->ignored)
+            continue;
+        if (b->rb->fd >= 0 && b->rb->shared) {
+            r = mark_file_data(d, b, errp);
+            continue;
+        }
+        if (pm < 0 && (pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0) {
+            fy_error_setg_errno(errp, errno, "postcopy-ram: open /proc/self/pagemap");
+            return -1;
+        }
+        r = mark_resident(d, b, pm, errp);
+    }
+    if (pm >= 0)
+        close(pm);
+    return r;
+}
+
+void fy_postcopy_dest_set_auto_vcpus(FyPostcopyDest *d, int n)
+{
+    fy_pc_track_set_auto_vcpus(&d->track, n);
+}
+
 int fy_pc_discard_backing(PcBlock *b, uint64_t off, uint64_t len, FyError **errp)
 {
     FyRamBlock *rb = b->rb;

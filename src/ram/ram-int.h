@@ -37,6 +37,8 @@
 
 #include "ferry/ram.h"
 
+typedef struct RamMultifd RamMultifd;
+
 typedef struct RamBlockMig {
     FyRamBlock *rb;
     uint64_t pages;          /* used_length >> FY_TARGET_PAGE_BITS */
@@ -54,6 +56,8 @@ struct FyRamState {
     FyRamOptions opt;
     FyRamSyncFn sync_fn;
     void *sync_opaque;
+    struct FyRamConv *conv;   /* XBZRLE, dirty count (ram-converge.c) */
+    struct RamMultifd *mfd;   /* multifd channels (ram-multifd.c) */
 
     int nblocks;
     RamBlockMig blocks[FY_RAMBLOCK_MAX];
@@ -77,6 +81,8 @@ struct FyRamState {
     uint64_t st_total, st_remaining, st_duplicate, st_normal;
     uint64_t st_sync_count, st_dirty_rate, st_section_bytes;
     uint64_t st_loaded_normal, st_loaded_zero, st_zero_skipped;
+
+    struct RamPostcopy *pc;   /* postcopy-ram state (postcopy-int.h), or NULL */
 };
 
 static inline void stat_set(uint64_t *p, uint64_t v)
@@ -97,6 +103,11 @@ static inline uint64_t stat_get(const uint64_t *p)
 
 uint64_t fy_ram_now_ms(void);
 
+/* ram-save.c: `be64 offset|flags`, plus the block id unless CONTINUE
+ * applies (the previous record named the same block). */
+void fy_ram_put_record_header(FyRamState *rs, FyStream *f, RamBlockMig *b,
+                              uint64_t offset_flags);
+
 /* Snapshot the RAM list into blocks[]; checks each block's shape. */
 int fy_ram_snapshot_blocks(FyRamState *rs, FyError **errp);
 
@@ -115,5 +126,17 @@ int fy_ram_load_cleanup(void *opaque);
 
 /* ram-zero-map.c: which destination pages are certainly zero already. */
 void fy_ram_zero_map_init(RamBlockMig *b);
+
+/* postcopy-save.c, postcopy-load.c: the section in postcopy. The load hook
+ * sees every PAGE/ZERO record after its block and offset are checked:
+ * returns 1 to load it as usual, 0 when it placed the page, -1 on error. */
+bool fy_ram_has_postcopy(void *opaque);
+bool fy_ram_postcopy_sending(FyRamState *rs);
+int fy_ram_postcopy_iterate(FyStream *f, FyRamState *rs, FyError **errp);
+int fy_ram_save_complete_postcopy(FyStream *f, void *opaque, FyError **errp);
+int fy_ram_postcopy_load_hook(FyRamState *rs, FyStream *f, const FyRamBlock *rb,
+                              unsigned flags, uint64_t offset, FyError **errp);
+int fy_ram_postcopy_check_flags(FyRamState *rs, unsigned flags, FyError **errp);
+void fy_ram_postcopy_free(FyRamState *rs);
 
 #endif

@@ -13,7 +13,9 @@
  *                   not known to be zero already, so untouched destination
  *                   memory is never faulted in
  *   PAGE [CONTINUE] read straight into guest memory
- *   MULTIFD_FLUSH   nothing to synchronise without multifd
+ *   XBZRLE [CONT.]  a delta against the page here (ram-converge.c)
+ *   MULTIFD_FLUSH   with multifd, wait until every channel's SYNC is in
+ *                   place (ram-multifd.c); nothing to do without
  *   EOS             end of this section's records
  * Anything else: "Unknown combination of migration flags: 0x..".
  * The loop is bounded by the stream: every record consumes bytes.
@@ -24,7 +26,9 @@
 #include <string.h>
 
 #include "ram/bitmap.h"
+#include "ram/ram-converge.h"
 #include "ram/ram-int.h"
+#include "ram/ram-multifd.h"
 
 /* A name from the stream, made safe to print. */
 static void printable(char out[256], const char *in, int len)
@@ -172,12 +176,12 @@ static int load_zero(FyRamState *rs, FyStream *f, RamBlockMig *b,
     }
     uint64_t page = offset >> FY_TARGET_PAGE_BITS;
     uint8_t *host = b->rb->host + offset;
-    if (fy_test_bit(b->zero_map, page)) {
+    if (ram_zero_test(b->zero_map, page)) {
         stat_add(&rs->st_zero_skipped, 1);
     } else {
         if (!fy_buffer_is_zero(host, FY_TARGET_PAGE_SIZE))
             memset(host, 0, FY_TARGET_PAGE_SIZE);
-        fy_set_bit(b->zero_map, page);
+        ram_zero_set(b->zero_map, page);
     }
     stat_add(&rs->st_loaded_zero, 1);
     return 0;
@@ -195,10 +199,17 @@ static int load_page(FyRamState *rs, FyStream *f, unsigned flags,
                       b->rb->used_length);
         return -1;
     }
+    if (rs->pc) {
+        int r = fy_ram_postcopy_load_hook(rs, f, b->rb, flags, offset, errp);
+        if (r <= 0)
+            return r;
+    }
     if ((flags & ~RAM_SAVE_FLAG_CONTINUE) == RAM_SAVE_FLAG_ZERO)
         return load_zero(rs, f, b, offset, errp);
+    if ((flags & ~RAM_SAVE_FLAG_CONTINUE) == RAM_SAVE_FLAG_XBZRLE)
+        return fy_ram_conv_load_xbzrle(rs, f, b, offset, errp);
 
-    fy_clear_bit(b->zero_map, offset >> FY_TARGET_PAGE_BITS);
+    ram_zero_clear(b->zero_map, offset >> FY_TARGET_PAGE_BITS);
     fy_get_buffer(f, b->rb->host + offset, FY_TARGET_PAGE_SIZE);
     if (fy_stream_error(f))
         return stream_failed(f, "reading a page", errp);
@@ -215,17 +226,21 @@ static int load_record(FyRamState *rs, FyStream *f, FyError **errp)
     unsigned flags = (unsigned)(addr & (FY_TARGET_PAGE_SIZE - 1));
     uint64_t offset = addr & ~(uint64_t)(FY_TARGET_PAGE_SIZE - 1);
 
+    if (rs->pc && fy_ram_postcopy_check_flags(rs, flags, errp) < 0)
+        return -1;
     switch (flags) {
     case RAM_SAVE_FLAG_EOS:
         return 1;
     case RAM_SAVE_FLAG_MEM_SIZE:
         return load_mem_size(rs, f, offset, errp);
     case RAM_SAVE_FLAG_MULTIFD_FLUSH:
-        return 0;
+        return fy_ram_mfd_load_flush(rs, errp);
     case RAM_SAVE_FLAG_ZERO:
     case RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE:
     case RAM_SAVE_FLAG_PAGE:
     case RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE:
+    case RAM_SAVE_FLAG_XBZRLE:
+    case RAM_SAVE_FLAG_XBZRLE | RAM_SAVE_FLAG_CONTINUE:
         return load_page(rs, f, flags, offset, errp);
     default:
         fy_error_setg(errp, "Unknown combination of migration flags: 0x%x",
@@ -285,12 +300,14 @@ int fy_ram_load_setup(void *opaque, FyError **errp)
     stat_set(&rs->st_loaded_normal, 0);
     stat_set(&rs->st_loaded_zero, 0);
     stat_set(&rs->st_zero_skipped, 0);
+    fy_ram_mfd_load_setup(rs);
     return 0;
 }
 
 int fy_ram_load_cleanup(void *opaque)
 {
     FyRamState *rs = opaque;
+    fy_ram_mfd_load_cleanup(rs); /* before the zero maps go */
     if (!rs->load_active)
         return 0;
     for (int i = 0; i < rs->nblocks; i++) {

@@ -29,7 +29,9 @@
 #include <string.h>
 
 #include "ram/bitmap.h"
+#include "ram/ram-converge.h"
 #include "ram/ram-int.h"
+#include "ram/ram-multifd.h"
 
 #define ITERATE_MAX_MS 50 /* QEMU's MAX_WAIT: leave the loop this often */
 #define SYNC_RATE_PERIOD_MS 1000
@@ -98,12 +100,14 @@ static int bitmap_sync(FyRamState *rs, FyError **errp)
     stat_set(&rs->st_remaining, rs->dirty_pages << FY_TARGET_PAGE_BITS);
     uint64_t count = stat_get(&rs->st_sync_count) + 1;
     stat_set(&rs->st_sync_count, count);
+    fy_ram_conv_synced(rs);
+    fy_ram_mfd_dirty_synced(rs);
     if (rs->sync_fn)
         rs->sync_fn(rs->sync_opaque, count);
     return 0;
 }
 
-static void put_record_header(FyRamState *rs, FyStream *f, RamBlockMig *b,
+void fy_ram_put_record_header(FyRamState *rs, FyStream *f, RamBlockMig *b,
                               uint64_t offset_flags)
 {
     if (b == rs->last_sent) {
@@ -121,15 +125,18 @@ static void save_page(FyRamState *rs, FyStream *f, RamBlockMig *b,
     uint64_t offset = page << FY_TARGET_PAGE_BITS;
     const uint8_t *p = b->rb->host + offset;
 
+    if (fy_ram_mfd_save_page(rs, f, b, page))
+        return; /* queued to a multifd channel */
     bool zero = rs->opt.detect_zero &&
                 (fy_test_bit(b->zero_map, page) ||
                  fy_buffer_is_zero(p, FY_TARGET_PAGE_SIZE));
     if (zero) {
-        put_record_header(rs, f, b, offset | RAM_SAVE_FLAG_ZERO);
+        fy_ram_put_record_header(rs, f, b, offset | RAM_SAVE_FLAG_ZERO);
         fy_put_byte(f, 0);
         stat_add(&rs->st_duplicate, 1);
-    } else {
-        put_record_header(rs, f, b, offset | RAM_SAVE_FLAG_PAGE);
+        fy_ram_conv_zero_page(rs, b, page);
+    } else if (!fy_ram_conv_save_page(rs, f, b, page)) {
+        fy_ram_put_record_header(rs, f, b, offset | RAM_SAVE_FLAG_PAGE);
         fy_put_page(f, p, FY_TARGET_PAGE_SIZE);
         stat_add(&rs->st_normal, 1);
     }
@@ -257,6 +264,8 @@ int fy_ram_save_setup(FyStream *f, void *opaque, FyError **errp)
     if (alloc_bitmaps(rs, &total, &total_with_ignored, errp) < 0)
         return -1;
     reset_counters(rs, total);
+    if (fy_ram_conv_save_setup(rs, errp) < 0)
+        return -1;
     if (start_tracking(rs, errp) < 0)
         return -1;
 
@@ -280,6 +289,8 @@ int fy_ram_save_iterate(FyStream *f, void *opaque, FyError **errp)
 
     if (take_save_err(rs, errp) < 0)
         return -1;
+    if (rs->pc && fy_ram_postcopy_sending(rs))
+        return fy_ram_postcopy_iterate(f, rs, errp);
     rs->last_sent = NULL;
     for (unsigned n = 1; !fy_stream_rate_limit_exceeded(f); n++) {
         if (!find_and_save_page(rs, f)) {
@@ -311,6 +322,7 @@ int fy_ram_save_complete(FyStream *f, void *opaque, FyError **errp)
         return -1;
     while (!fy_stream_error(f) && find_and_save_page(rs, f))
         ;
+    fy_ram_mfd_save_complete(rs, f);
     return finish_section(rs, f, start_off, errp);
 }
 
@@ -337,6 +349,7 @@ void fy_ram_save_cleanup(void *opaque)
     if (rs->dirty_log_on && rs->vm->dirty_log_stop)
         rs->vm->dirty_log_stop(rs->vm_opaque);
     rs->dirty_log_on = false;
+    fy_ram_conv_save_cleanup(rs);
     free_bitmaps(rs);
     fy_error_free(rs->save_err);
     rs->save_err = NULL;

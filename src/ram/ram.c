@@ -8,7 +8,9 @@
 #include <time.h>
 
 #include "ram/bitmap.h"
+#include "ram/ram-converge.h"
 #include "ram/ram-int.h"
+#include "ram/ram-multifd.h"
 
 uint64_t fy_ram_now_ms(void)
 {
@@ -24,6 +26,8 @@ static const SaveVMHandlers ram_handlers = {
     .state_pending_estimate = fy_ram_pending_estimate,
     .state_pending_exact = fy_ram_pending_exact,
     .save_cleanup = fy_ram_save_cleanup,
+    .has_postcopy = fy_ram_has_postcopy,
+    .save_live_complete_postcopy = fy_ram_save_complete_postcopy,
     .load_setup = fy_ram_load_setup,
     .load_state = fy_ram_load_state,
     .load_cleanup = fy_ram_load_cleanup,
@@ -38,6 +42,11 @@ FyRamState *fy_ram_new(FyRamList *ram, const FyVMOps *vm, void *vm_opaque)
     rs->vm = vm;
     rs->vm_opaque = vm_opaque;
     rs->opt.detect_zero = true;
+    rs->conv = fy_ram_conv_new();
+    if (!rs->conv) {
+        free(rs);
+        return NULL;
+    }
     return rs;
 }
 
@@ -47,6 +56,9 @@ void fy_ram_free(FyRamState *rs)
         return;
     fy_ram_save_cleanup(rs);
     fy_ram_load_cleanup(rs);
+    fy_ram_conv_free(rs->conv);
+    fy_ram_mfd_free(rs);
+    fy_ram_postcopy_free(rs);
     free(rs);
 }
 

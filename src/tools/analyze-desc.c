@@ -187,6 +187,39 @@ json_t *an_desc_find_device(json_t *desc, const char *name, uint32_t instance)
     return NULL;
 }
 
+static void index_key(char *buf, size_t sz, const char *name, uint32_t instance)
+{
+    snprintf(buf, sz, "%u:%s", instance, name);
+}
+
+json_t *an_find_device(An *a, const char *name, uint32_t instance)
+{
+    char key[300];
+    if (!a->vmdesc)
+        return NULL;
+    if (!a->vmdesc_index) {
+        /* first entry wins, as a front-to-back search would find it */
+        json_t *idx = json_object();
+        json_t *devs = json_object_get(a->vmdesc, "devices");
+        size_t i;
+        json_t *d;
+        if (!idx)
+            return an_desc_find_device(a->vmdesc, name, instance);
+        json_array_foreach(devs, i, d) {
+            const char *n = json_string_value(json_object_get(d, "name"));
+            json_int_t inst = json_integer_value(json_object_get(d, "instance_id"));
+            if (!n || inst < 0 || inst > UINT32_MAX || strlen(n) > 255)
+                continue; /* no section could name it */
+            index_key(key, sizeof(key), n, (uint32_t)inst);
+            if (!json_object_get(idx, key))
+                json_object_set_nocheck(idx, key, d);
+        }
+        a->vmdesc_index = idx;
+    }
+    index_key(key, sizeof(key), name, instance);
+    return json_object_get(a->vmdesc_index, key);
+}
+
 /* --desc FILE: a description (desc.json, `-d desc` output) or a stream
  * that carries one. */
 json_t *an_desc_load_file(const char *path, char *err, size_t errsz)

@@ -153,12 +153,26 @@ static void diff_value(Diff *d, const char *path, json_t *a, json_t *b)
     free(bb);
 }
 
-static AnSection *find(An *x, const AnSection *s)
+/* Sections of one stream by "instance:name" -> position + 1 (first wins),
+ * so that matching two streams of many sections stays linear. */
+static json_t *section_index(An *x)
 {
-    for (size_t i = 0; i < x->nsecs; i++)
-        if (!strcmp(x->secs[i]->name, s->name) && x->secs[i]->instance == s->instance)
-            return x->secs[i];
-    return NULL;
+    json_t *idx = json_object();
+    char key[300];
+    for (size_t i = 0; idx && i < x->nsecs; i++) {
+        snprintf(key, sizeof(key), "%u:%s", x->secs[i]->instance, x->secs[i]->name);
+        if (!json_object_get(idx, key))
+            json_object_set_new_nocheck(idx, key, json_integer((json_int_t)i + 1));
+    }
+    return idx;
+}
+
+static AnSection *find(An *x, json_t *idx, const AnSection *s)
+{
+    char key[300];
+    snprintf(key, sizeof(key), "%u:%s", s->instance, s->name);
+    json_int_t i = json_integer_value(json_object_get(idx, key));
+    return i > 0 ? x->secs[i - 1] : NULL;
 }
 
 static void diff_config(Diff *d, An *a, An *b)
@@ -228,6 +242,7 @@ static void diff_section(Diff *d, AnSection *x, AnSection *y)
 size_t an_diff(An *a, An *b, FILE *out)
 {
     Diff d = { out, 0 };
+    json_t *ia = section_index(a), *ib = section_index(b);
     diff_config(&d, a, b);
     diff_ram(&d, a, b);
     char path[600];
@@ -235,7 +250,7 @@ size_t an_diff(An *a, An *b, FILE *out)
         AnSection *x = a->secs[i];
         if (x->kind == SEC_RAM)
             continue;
-        AnSection *y = find(b, x);
+        AnSection *y = find(b, ib, x);
         if (!y) {
             snprintf(path, sizeof(path), "%s[%u]", x->label, x->instance);
             line(&d, path, "only in A");
@@ -245,10 +260,12 @@ size_t an_diff(An *a, An *b, FILE *out)
     }
     for (size_t i = 0; i < b->nsecs; i++) {
         AnSection *y = b->secs[i];
-        if (y->kind != SEC_RAM && !find(a, y)) {
+        if (y->kind != SEC_RAM && !find(a, ia, y)) {
             snprintf(path, sizeof(path), "%s[%u]", y->label, y->instance);
             line(&d, path, "only in B");
         }
     }
+    json_decref(ia);
+    json_decref(ib);
     return d.n;
 }

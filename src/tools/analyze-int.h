@@ -110,8 +110,11 @@ typedef struct AnOpts {
 } AnOpts;
 
 /* No real device has a million values; a description asking for more
- * (huge array_len of zero-size elements) is hostile. */
+ * (huge array_len of zero-size elements) is hostile. Values that take no
+ * stream bytes at all (empty structs, size-0 fields) cost memory for
+ * nothing, so they have a budget of their own. */
 #define AN_VALUE_BUDGET (1u << 21)
+#define AN_FREE_VALUE_BUDGET (1u << 16)
 
 /* --------------------------------------------------------------- sections */
 
@@ -172,10 +175,15 @@ typedef struct AnBlock {
 
 enum { PG_NONE = 0, PG_ZERO = 1, PG_DATA = 2 };
 
+#define AN_BLOCK_HASH 8192      /* buckets of the block-name index */
+
 typedef struct AnRam {
     uint32_t ps;             /* target page size */
     AnBlock *blocks[AN_MAX_BLOCKS];
     int nblocks;
+    /* block names -> index + 1, chained: a record names its block in O(1) */
+    int16_t bhead[AN_BLOCK_HASH];
+    int16_t bnext[AN_MAX_BLOCKS];
     AnBlock *last;           /* for CONTINUE */
     uint64_t total;          /* MEM_SIZE total */
     bool have_mem_size;
@@ -212,6 +220,7 @@ typedef struct An {
 
     /* description */
     json_t *vmdesc;          /* the one used for decoding (owned) */
+    json_t *vmdesc_index;    /* "instance:name" -> its device entry (owned) */
     json_t *stream_vmdesc;   /* what the stream carried (owned, may equal vmdesc) */
     uint64_t vmdesc_off;     /* offset of its 0x06 */
     uint64_t vmdesc_len;
@@ -231,6 +240,8 @@ typedef struct An {
     /* sections */
     AnSection **secs;
     size_t nsecs, secs_cap;
+    AnSection **sec_hash;    /* by section id, open addressing, 2x nsecs */
+    size_t sec_hash_cap;
     int footers;             /* -1 unknown, 0 off, 1 on */
     AnRam ram;
     bool ps_guessed;         /* RAM decoded with a page size the stream did not state */
@@ -238,12 +249,16 @@ typedef struct An {
     /* commands */
     uint64_t cmd_count[AN_CMD_MAX];
     uint64_t cmd_bytes;
+    uint64_t discard_ranges, discard_bytes;  /* POSTCOPY_RAM_DISCARD */
     bool postcopy_advised;
     int depth;               /* PACKAGED nesting */
 
     /* layout */
     bool in_downtime;
-    uint64_t downtime_off;   /* first END/FULL section */
+    uint64_t downtime_off;   /* first END/FULL section (postcopy: the first
+                                discard or the package) */
+    bool postcopy;           /* the package is out: the destination runs */
+    uint64_t postcopy_off;   /* where the postcopy phase starts */
     bool saw_eof;
     uint64_t eof_off;
     uint64_t end_off;        /* bytes read in all */
@@ -259,6 +274,8 @@ typedef struct An {
     char **notes;
     size_t nnotes;
     uint64_t budget;         /* decoded values left before we call it hostile */
+    uint64_t free_budget;    /* of which may take no stream bytes */
+    bool desc_written;       /* -x: desc.json is out */
 } An;
 
 /* analyze-stream.c */
@@ -275,6 +292,9 @@ void an_fail(An *a, uint64_t off, const char *fmt, ...) FY_PRINTF(3, 4);
 const char *an_cmd_name(unsigned cmd);
 void an_note(An *a, const char *fmt, ...) FY_PRINTF(2, 3);
 AnSection *an_section_by_id(An *a, uint32_t id);
+/* The description's entry for (name, instance) in a->vmdesc, via an index
+ * built on first use (a description may list many thousands of devices). */
+json_t *an_find_device(An *a, const char *name, uint32_t instance);
 /* Walk records until EOF (0x00, consumed). 0, or -1 with a->err set. */
 int an_walk(An *a, AnRd *r);
 /* "section 'name' (id N): " in front of errors while inside s (NULL: none) */
@@ -287,7 +307,9 @@ int an_part_end(An *a, AnRd *r, int type, uint64_t off);
 int an_device_body(An *a, AnRd *r, AnSection *s);
 void an_set_why(AnSection *s, const char *fmt, ...) FY_PRINTF(2, 3);
 
-/* analyze-command.c: the command whose 0x08 is at off (not consumed) */
+/* analyze-command.c: the command whose 0x08 is at off (not consumed).
+ * 0, 1 for POSTCOPY_RUN (which ends a package, as QEMU's loader quits its
+ * loop there), or -1 with a->err set. */
 int an_command(An *a, AnRd *r, uint64_t off);
 
 /* analyze-config.c: the 0x07 byte and the configuration after it */
@@ -330,6 +352,8 @@ int an_ram_init(An *a);
 void an_ram_free(An *a);
 /* One "ram" section body, up to and including its EOS. */
 int an_ram_section(An *a, AnRd *r, AnSection *s);
+/* The block MEM_SIZE listed under this name, or NULL. */
+AnBlock *an_ram_block(An *a, const uint8_t *name, size_t len);
 /* Flush pending writes; call before reading page contents back. */
 int an_ram_finish(An *a);
 json_t *an_ram_sizes(An *a);
@@ -348,6 +372,8 @@ int an_store_read(An *a, AnBlock *b, uint64_t addr, uint8_t *p, size_t n);
 int an_store_flush(An *a);
 /* Write a small file under the -x directory (desc.json, state.json). */
 int an_extract_write_file(An *a, const char *name, const char *data, size_t len);
+/* The same, with JSON printed as analyze-migration.py writes it. */
+int an_extract_write_json(An *a, const char *name, json_t *j);
 /* Make `name` a relative path under a directory: no "..", no leading "/". */
 int an_safe_relpath(const char *name, char *out, size_t outsz);
 

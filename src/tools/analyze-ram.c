@@ -73,6 +73,7 @@ void an_ram_free(An *a)
         free(b);
     }
     R->nblocks = 0;
+    memset(R->bhead, 0, sizeof(R->bhead));
     free(R->order);
     free(R->page);
     free(R->page2);
@@ -365,12 +366,38 @@ static int page_compressed(An *a, AnRd *r, AnBlock *b, uint64_t pg, uint64_t off
 
 /* ---- MEM_SIZE ---- */
 
+/* Block names hash into R->bhead/bnext (index + 1, 0 ends a chain): a
+ * stream may list thousands of blocks and name one in every record. */
+static unsigned name_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return h & (AN_BLOCK_HASH - 1);
+}
+
 static AnBlock *block_by_name(AnRam *R, const char *name, size_t len)
 {
-    for (int i = 0; i < R->nblocks; i++)
-        if (strlen(R->blocks[i]->name) == len && !memcmp(R->blocks[i]->name, name, len))
-            return R->blocks[i];
+    if (R->last && strlen(R->last->name) == len && !memcmp(R->last->name, name, len))
+        return R->last;
+    for (int i = R->bhead[name_hash(name, len)]; i; i = R->bnext[i - 1]) {
+        AnBlock *b = R->blocks[i - 1];
+        if (strlen(b->name) == len && !memcmp(b->name, name, len))
+            return b;
+    }
     return NULL;
+}
+
+AnBlock *an_ram_block(An *a, const uint8_t *name, size_t len)
+{
+    return block_by_name(&a->ram, (const char *)name, len);
+}
+
+static void index_block(AnRam *R, AnBlock *b)
+{
+    unsigned h = name_hash(b->name, strlen(b->name));
+    R->bnext[b->index] = R->bhead[h];
+    R->bhead[h] = (int16_t)(b->index + 1);
 }
 
 static bool is_page_size(uint64_t v)
@@ -546,6 +573,7 @@ static int mem_size(An *a, AnRd *r, uint64_t total, uint64_t off)
             b->npages = length / R->ps;
             b->store_fd = -1;
             R->blocks[R->nblocks++] = b;
+            index_block(R, b);
             if (storing(a) && an_store_open(a, b) < 0)
                 return -1;
         }

@@ -269,6 +269,9 @@ void an_print_summary(An *a, FILE *out)
     }
     if (!any)
         fprintf(out, "  none\n");
+    if (a->discard_ranges)
+        fprintf(out, "  postcopy discards: %" PRIu64 " ranges, %s of RAM\n",
+                a->discard_ranges, human(a->discard_bytes, h, sizeof(h)));
 
     /* where the bytes go */
     uint64_t ram_bytes = 0, dev_bytes = 0, other_bytes = 0;
@@ -307,14 +310,23 @@ void an_print_summary(An *a, FILE *out)
         pct_line(out, "after the end", a->trailing, total);
 
     /* where the time would go */
-    uint64_t stop_at = a->in_downtime ? a->downtime_off : (a->saw_eof ? a->eof_off : total);
-    uint64_t live = stop_at, stopped = total - a->trailing - stop_at;
+    bool stopped_once = a->in_downtime || a->postcopy;
+    uint64_t stop_at = stopped_once ? a->downtime_off : (a->saw_eof ? a->eof_off : total);
+    uint64_t stop_end = a->postcopy ? a->postcopy_off : total - a->trailing;
     fprintf(out, "\nwhere the time would go (sending this stream)\n");
-    time_line(out, "live phase", live);
-    time_line(out, "stop-and-copy", stopped);
-    fprintf(out, "  the stop-and-copy phase (from offset %" PRIu64 ": the final RAM "
-            "pass, the devices, EOF and the description) is the guest's downtime\n",
-            stop_at);
+    time_line(out, "live phase", stop_at);
+    time_line(out, "stop-and-copy", stop_end - stop_at);
+    if (a->postcopy) {
+        time_line(out, "postcopy phase", total - a->trailing - stop_end);
+        fprintf(out, "  the stop-and-copy phase (offsets %" PRIu64 "-%" PRIu64 ": the "
+                "discards and the package with the devices) is the guest's "
+                "downtime; in the postcopy phase it runs on the destination and "
+                "waits only for the pages it touches\n", stop_at, stop_end);
+    } else {
+        fprintf(out, "  the stop-and-copy phase (from offset %" PRIu64 ": the final "
+                "RAM pass, the devices, EOF and the description) is the guest's "
+                "downtime\n", stop_at);
+    }
     /* the biggest contributors to downtime */
     AnSection *top[5] = { NULL };
     for (size_t i = 0; i < a->nsecs; i++) {
@@ -334,7 +346,7 @@ void an_print_summary(An *a, FILE *out)
         for (int k = 0; k < 5 && top[k]; k++)
             fprintf(out, "%s %s %s", k ? "," : "", top[k]->label,
                     human(top[k]->downtime_bytes, h, sizeof(h)));
-        if (desc_bytes)
+        if (desc_bytes && !a->postcopy)
             fprintf(out, "; and the VM description, %s", human(desc_bytes, h, sizeof(h)));
         fputc('\n', out);
     }
@@ -349,14 +361,22 @@ void an_print_check_ok(An *a, FILE *out)
         if (a->secs[i]->kind == SEC_OPAQUE)
             undecoded++;
     }
+    char more[96] = "";
+    if (a->ram.compressed)
+        snprintf(more, sizeof(more), ", %" PRIu64 " zlib-compressed", a->ram.compressed);
+    if (a->ram.mapped)
+        snprintf(more + strlen(more), sizeof(more) - strlen(more), ", %" PRIu64
+                 " mapped-ram", a->ram.mapped);
     fprintf(out, "%s: OK: QEMU migration stream v%u, %" PRIu64 " bytes, %zu "
             "sections (%zu devices decoded field by field), %" PRIu64 " RAM pages "
-            "(%" PRIu64 " zero, %" PRIu64 " normal, %" PRIu64 " xbzrle), %s\n",
+            "(%" PRIu64 " zero, %" PRIu64 " normal, %" PRIu64 " xbzrle%s), %s\n",
             a->path ? a->path : "-", a->version, a->end_off, a->nsecs, devices,
             a->ram.zero + a->ram.normal + a->ram.xbzrle + a->ram.compressed +
                 a->ram.mapped,
-            a->ram.zero, a->ram.normal, a->ram.xbzrle,
-            a->stream_vmdesc ? "VM description valid" : "no VM description");
+            a->ram.zero, a->ram.normal, a->ram.xbzrle, more,
+            a->stream_vmdesc ? "VM description valid"
+            : a->vmdesc_external ? "no VM description (decoded with --desc)"
+                                 : "no VM description");
     if (undecoded) {
         fprintf(out, "%s: %zu sections could not be checked field by field:\n",
                 a->path ? a->path : "-", undecoded);

@@ -31,12 +31,47 @@ enum {
     T_FOOTER = 0x7e,
 };
 
+/* Section ids index an open-addressing table kept at most half full: a
+ * stream may open tens of thousands of sections, and every PART/END (and
+ * every footer candidate the scanner weighs) looks one up. */
+static size_t id_slot(uint32_t id, size_t cap)
+{
+    return (size_t)((id * 2654435761u) & (cap - 1));
+}
+
 AnSection *an_section_by_id(An *a, uint32_t id)
 {
-    for (size_t i = a->nsecs; i-- > 0;)
-        if (a->secs[i]->id == id)
-            return a->secs[i];
-    return NULL;
+    if (!a->sec_hash_cap)
+        return NULL;
+    for (size_t i = id_slot(id, a->sec_hash_cap);; i = (i + 1) & (a->sec_hash_cap - 1)) {
+        AnSection *s = a->sec_hash[i];
+        if (!s || s->id == id)
+            return s;
+    }
+}
+
+static bool index_section(An *a, AnSection *s)
+{
+    if ((a->nsecs + 1) * 2 > a->sec_hash_cap) {
+        size_t ncap = a->sec_hash_cap ? a->sec_hash_cap * 2 : 128;
+        AnSection **n = calloc(ncap, sizeof(*n));
+        if (!n)
+            return false;
+        for (size_t i = 0; i < a->nsecs; i++) {
+            size_t k = id_slot(a->secs[i]->id, ncap);
+            while (n[k])
+                k = (k + 1) & (ncap - 1);
+            n[k] = a->secs[i];
+        }
+        free(a->sec_hash);
+        a->sec_hash = n;
+        a->sec_hash_cap = ncap;
+    }
+    size_t k = id_slot(s->id, a->sec_hash_cap);
+    while (a->sec_hash[k])
+        k = (k + 1) & (a->sec_hash_cap - 1);
+    a->sec_hash[k] = s;
+    return true;
 }
 
 void an_set_why(AnSection *s, const char *fmt, ...)
@@ -73,6 +108,11 @@ static AnSection *new_section(An *a, uint32_t id, const uint8_t *name, size_t le
         return NULL;
     }
     s->id = id;
+    if (!index_section(a, s)) {
+        free(s);
+        an_fail(a, off, "out of memory");
+        return NULL;
+    }
     memcpy(s->name, name, len);
     s->name[len] = '\0';
     an_printable(s->label, sizeof(s->label), name, len);
@@ -88,7 +128,7 @@ static AnSection *new_section(An *a, uint32_t id, const uint8_t *name, size_t le
         s->kind = SEC_HTAB;
     else if (!strcmp(s->name, "s390-storage_attributes") && instance == 0)
         s->kind = SEC_S390;
-    else if (a->vmdesc && (s->desc = an_desc_find_device(a->vmdesc, s->name, instance)))
+    else if (a->vmdesc && (s->desc = an_find_device(a, s->name, instance)))
         s->kind = SEC_DEVICE;
     else
         s->kind = SEC_OPAQUE;
@@ -129,18 +169,27 @@ static int htab_body(An *a, AnRd *r)
     }
 }
 
+/* s390 storage attributes: be64 gfn<<12|flags records, MORE carrying a
+ * be64 count and that many bytes, until EOS. The completion ends with DONE
+ * then EOS; QEMU before 9.0 sent DONE alone, so after DONE a record that is
+ * none of ours belongs to what follows the section. */
 static int s390_body(An *a, AnRd *r)
 {
+    bool done = false;
     for (;;) {
         uint64_t off = rd_off(r);
         if (!rd_need(r, 8)) {
+            if (done)
+                return 0;
             an_fail(a, off, "expected a storage-attribute record, found end of "
                     "stream");
             return -1;
         }
         uint64_t v = ld_be64(rd_cur(r));
-        r->pos += 8;
         unsigned flags = v & 0xfff;
+        if (done && flags != 0x01 && flags != 0x02 && flags != 0x08)
+            return 0;
+        r->pos += 8;
         if (flags == 0x02) { /* MORE: be64 count + count bytes */
             if (!rd_need(r, 8)) {
                 an_fail(a, rd_off(r), "expected a storage-attribute count, found "
@@ -155,12 +204,17 @@ static int s390_body(An *a, AnRd *r)
                 return -1;
             }
         } else if (flags == 0x08) { /* DONE */
-            continue;
+            done = true;
         } else if (flags == 0x01) { /* EOS */
             return 0;
+        } else if (flags == 0x04) {
+            an_fail(a, off, "storage attributes: the source flagged an ERROR "
+                    "(QEMU: \"Storage attributes data is incomplete\")");
+            return -1;
         } else {
             an_fail(a, off, "storage attributes: expected flag MORE, DONE or EOS, "
-                    "found 0x%x", flags);
+                    "found 0x%x (QEMU: \"Unexpected storage attribute flag data: "
+                    "%#x\")", flags, flags);
             return -1;
         }
     }
@@ -324,7 +378,8 @@ static void account(An *a, AnSection *s, int st, uint64_t start, uint64_t end)
 
 static void enter_downtime(An *a, int type, uint64_t off)
 {
-    if (a->depth == 0 && !a->in_downtime && (type == T_END || type == T_FULL)) {
+    if (a->depth == 0 && !a->in_downtime && !a->postcopy &&
+        (type == T_END || type == T_FULL)) {
         a->in_downtime = true;
         a->downtime_off = off;
     }

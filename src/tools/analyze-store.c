@@ -59,6 +59,14 @@ int an_safe_relpath(const char *name, char *out, size_t outsz)
     return 0;
 }
 
+/* Each file -x writes is named on stdout. Extracting into "." (the way
+ * analyze-migration.py always does) names it as the script does: the
+ * block's idstr as the stream has it, "desc.json", "state.json". */
+static void print_extracted(An *a, const char *name, const char *path)
+{
+    printf("%s\n", strcmp(a->o.extract_dir, ".") ? path : name);
+}
+
 /* Open rel (a safe relative path) under dirfd, creating directories. */
 static int open_under(int dirfd, char *rel, int flags, mode_t mode)
 {
@@ -122,7 +130,7 @@ int an_store_open(An *a, AnBlock *b)
         if (b->store_path)
             snprintf(b->store_path, plen, "%s/%s", a->o.extract_dir, rel);
         if (!a->o.quiet)
-            printf("%s\n", b->store_path ? b->store_path : rel);
+            print_extracted(a, b->label, b->store_path ? b->store_path : rel);
     } else {
         const char *tmp = getenv("TMPDIR");
         if (!tmp || !*tmp)
@@ -242,7 +250,27 @@ int an_extract_write_file(An *a, const char *name, const char *data, size_t len)
         return -1;
     }
     close(fd);
-    if (!a->o.quiet)
-        printf("%s/%s\n", a->o.extract_dir, rel);
+    if (!a->o.quiet) {
+        char path[2048];
+        snprintf(path, sizeof(path), "%s/%s", a->o.extract_dir, rel);
+        print_extracted(a, name, path);
+    }
     return 0;
+}
+
+int an_extract_write_json(An *a, const char *name, json_t *j)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) {
+        an_fail(a, 0, "cannot write %s/%s: %s", a->o.extract_dir, name,
+                strerror(errno));
+        return -1;
+    }
+    an_json_print(m, j, 0);
+    fclose(m);
+    int ret = an_extract_write_file(a, name, buf, len);
+    free(buf);
+    return ret;
 }

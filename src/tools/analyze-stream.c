@@ -58,6 +58,7 @@ An *an_new(const AnOpts *o)
     a->fd = -1;
     a->footers = -1;
     a->budget = o->value_budget ? o->value_budget : AN_VALUE_BUDGET;
+    a->free_budget = AN_FREE_VALUE_BUDGET;
     a->target_page_bits = -1;
     return a;
 }
@@ -74,8 +75,10 @@ void an_free(An *a)
         free(s);
     }
     free(a->secs);
+    free(a->sec_hash);
     an_ram_free(a);
     json_decref(a->vmdesc);
+    json_decref(a->vmdesc_index);
     json_decref(a->stream_vmdesc);
     json_decref(a->config);
     free(a->vmdesc_problem);
@@ -225,6 +228,9 @@ int an_walk(An *a, AnRd *r)
         case -1:
             if (r->err)
                 an_fail(a, off, "read error: %s", strerror(r->err));
+            else if (a->depth)
+                an_fail(a, off, "expected a section type, EOF (0x00) or "
+                        "POSTCOPY_RUN, found the end of the package");
             else
                 an_fail(a, off, "expected a section type or EOF (0x00), found end "
                         "of stream: the stream is truncated (QEMU would fail "
@@ -247,10 +253,14 @@ int an_walk(An *a, AnRd *r)
             if (an_part_end(a, r, t, off) < 0)
                 return -1;
             break;
-        case T_CMD:
-            if (an_command(a, r, off) < 0)
+        case T_CMD: {
+            int rc = an_command(a, r, off);
+            if (rc < 0)
                 return -1;
+            if (rc == 1 && a->depth)
+                return 0; /* POSTCOPY_RUN ends a package's walk, as in QEMU */
             break;
+        }
         case T_DESC:
             an_fail(a, off, "expected a section type, found the VM description "
                     "marker 0x06 before EOF");
@@ -347,7 +357,7 @@ static void decode_deferred(An *a)
                     "FILE with the description of the same VM");
             continue;
         }
-        s->desc = an_desc_find_device(a->vmdesc, s->name, s->instance);
+        s->desc = an_find_device(a, s->name, s->instance);
         if (!s->desc) {
             an_set_why(s, "not listed in the VM description");
             continue;
@@ -455,6 +465,12 @@ int an_run(An *a)
         return -1;
     if (header(a, r) < 0)
         return -1;
+    /* -x: desc.json first, then the blocks, as analyze-migration.py does */
+    if (a->o.extract_dir && a->stream_vmdesc) {
+        if (an_extract_write_json(a, "desc.json", a->stream_vmdesc) < 0)
+            return -1;
+        a->desc_written = true;
+    }
     if (rd_peek(r, 0) == T_CONFIG && an_configuration(a, r) < 0)
         return -1;
     choose_page_size(a);

@@ -66,6 +66,21 @@ static bool spend(An *a, AnRd *r)
     return true;
 }
 
+/* A value that took no stream bytes: an empty struct, a size-0 field. Real
+ * descriptions have a handful; a hostile one can ask for millions of them
+ * out of nothing but its own few bytes. */
+static bool spend_free(An *a, AnRd *r, const char *path)
+{
+    if (a->free_budget == 0) {
+        an_fail(a, rd_off(r), "field '%s': the description asks for more than %u "
+                "values that take no bytes of the stream; refusing it as hostile",
+                path, AN_FREE_VALUE_BUDGET);
+        return false;
+    }
+    a->free_budget--;
+    return true;
+}
+
 /* Read n bytes for field `path`; NULL with the error set at the end. */
 static const uint8_t *take(An *a, AnRd *r, size_t n, const char *path,
                            const char *type)
@@ -344,10 +359,13 @@ static json_t *decode_fields(An *a, AnRd *r, json_t *fields, json_t *out,
                          name);
             if (!spend(a, r))
                 return NULL;
+            uint64_t before = rd_off(r);
             json_t *v = read_field(a, r, f, type, fpath, depth);
             if (!v)
                 return NULL;
             merge(out, name, v);
+            if (rd_off(r) == before && !spend_free(a, r, fpath))
+                return NULL;
         }
     }
     return out;

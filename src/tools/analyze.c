@@ -221,20 +221,6 @@ out:
     return ret;
 }
 
-static int write_json_file(An *a, const char *name, json_t *j)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&buf, &len);
-    if (!m)
-        return -1;
-    an_json_print(m, j, 0);
-    fclose(m);
-    int ret = an_extract_write_file(a, name, buf, len);
-    free(buf);
-    return ret;
-}
-
 static int run_one(Cli *c)
 {
     An *a = open_stream(&c->o, c->file);
@@ -280,11 +266,12 @@ static int run_one(Cli *c)
     if (c->o.summary) {
         an_print_summary(a, stdout);
     } else if (c->o.extract_dir) {
+        /* desc.json is out already when the description was known first */
         json_t *desc = a->stream_vmdesc ? a->stream_vmdesc : a->vmdesc;
-        if (desc && write_json_file(a, "desc.json", desc) < 0)
+        if (desc && !a->desc_written && an_extract_write_json(a, "desc.json", desc) < 0)
             rr = -1;
         json_t *st = an_state_tree(a);
-        if (write_json_file(a, "state.json", st) < 0)
+        if (an_extract_write_json(a, "state.json", st) < 0)
             rr = -1;
         json_decref(st);
     } else if (c->o.dump == AN_DUMP_DESC) {

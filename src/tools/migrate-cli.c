@@ -209,6 +209,34 @@ static double percent_sent(json_t *ram)
     return 100.0 * (double)(total - rem) / (double)total;
 }
 
+/* ", throttle 40%, limit 8 MB/s, xbzrle 1234 pages 93% hit, STALLED 12":
+ * the convergence state, each part only when it applies. */
+static void converge_bits(json_t *info, char *out, size_t len)
+{
+    json_t *x = json_object_get(info, "x-convergence");
+    json_t *xb = json_object_get(info, "xbzrle-cache");
+    json_t *st = json_object_get(x, "stall");
+    uint64_t pct = json_object_get(info, "cpu-throttle-percentage")
+                   ? u64(info, "cpu-throttle-percentage")
+                   : u64(json_object_get(x, "throttle"), "percentage");
+    size_t n = 0;
+    out[0] = '\0';
+    if (pct && n < len)
+        n += (size_t)snprintf(out + n, len - n, ", throttle %" PRIu64 "%%", pct);
+    if (u64(x, "dirty-limit") && n < len)
+        n += (size_t)snprintf(out + n, len - n, ", limit %" PRIu64 " MB/s",
+                              u64(x, "dirty-limit"));
+    uint64_t hits = u64(xb, "pages"), seen = hits + u64(xb, "cache-miss");
+    if (json_is_object(xb) && n < len)
+        n += (size_t)(seen ? snprintf(out + n, len - n, ", xbzrle %" PRIu64
+                                      " pages %.0f%% hit", hits,
+                                      100.0 * (double)hits / (double)seen)
+                           : snprintf(out + n, len - n, ", xbzrle on"));
+    if (json_is_true(json_object_get(st, "stalled")) && n < len)
+        snprintf(out + n, len - n, ", STALLED %" PRIu64,
+                 u64(st, "iterations"));
+}
+
 static void draw_bar(View *v, json_t *info)
 {
     json_t *ram = json_object_get(info, "ram");
@@ -222,7 +250,7 @@ static void draw_bar(View *v, json_t *info)
     double rate = num(ram, "mbps") * 1e6 / 8.0;
     double dirty = (double)u64(ram, "dirty-pages-rate") *
                    (double)(u64(ram, "page-size") ? u64(ram, "page-size") : 4096);
-    char line[256];
+    char line[384];
     snprintf(line, sizeof(line),
              "[%s] %5.1f%% %s/s, dirty %s/s, left %s, pass %" PRIu64
              ", exp. downtime %" PRIu64 " ms, %s",
@@ -230,6 +258,8 @@ static void draw_bar(View *v, json_t *info)
              human((double)u64(ram, "remaining"), c, sizeof(c)),
              u64(ram, "dirty-sync-count"), u64(info, "expected-downtime"),
              status ? status : "");
+    size_t used = strlen(line);
+    converge_bits(info, line + used, sizeof(line) - used);
     uint64_t now = now_ms();
     if (v->tty) {
         /* One terminal line, or the redraw in place breaks. */
@@ -259,6 +289,39 @@ static void print_json_progress(View *v, json_t *info)
     fflush(stdout);
     free(s);
     json_decref(o);
+}
+
+/* The summary's convergence lines: where the downtime went, XBZRLE, the
+ * throttle and stalls, each only when it applies. */
+static void print_converge_summary(json_t *info)
+{
+    json_t *x = json_object_get(info, "x-convergence");
+    json_t *p = json_object_get(x, "downtime-parts");
+    json_t *xb = json_object_get(info, "xbzrle-cache");
+    json_t *t = json_object_get(x, "throttle");
+    json_t *st = json_object_get(x, "stall");
+    char a[32];
+    if (json_is_object(p))
+        printf("  downtime was  stop %.1f, final RAM %.1f, devices %.1f, %s "
+               "%.1f, start %.1f ms (expected %" PRIu64 ", limit %" PRIu64
+               " ms)\n", num(p, "stop"), num(p, "final-ram"),
+               num(p, "device-state"),
+               json_object_get(p, "destination-load") ? "dest. load"
+                                                      : "transfer",
+               num(p, json_object_get(p, "destination-load")
+                          ? "destination-load" : "transfer"),
+               num(p, "start"), u64(p, "expected"), u64(p, "limit"));
+    if (json_is_object(xb))
+        printf("  xbzrle        %" PRIu64 " pages as %s, %" PRIu64 " cache "
+               "misses, %" PRIu64 " overflows\n", u64(xb, "pages"),
+               human((double)u64(xb, "bytes"), a, sizeof(a)),
+               u64(xb, "cache-miss"), u64(xb, "overflow"));
+    if (u64(t, "peak"))
+        printf("  cpu throttle  peak %" PRIu64 "%%, raised %" PRIu64
+               " times\n", u64(t, "peak"), u64(t, "raises"));
+    if (u64(st, "events"))
+        printf("  stalls        %" PRIu64 " (escalations %" PRIu64 ")\n",
+               u64(st, "events"), u64(st, "escalations"));
 }
 
 static void print_summary(View *v, json_t *info, bool json)
@@ -300,6 +363,7 @@ static void print_summary(View *v, json_t *info, bool json)
            human((double)u64(ram, "transferred"), a, sizeof(a)),
            u64(ram, "normal"), u64(ram, "duplicate"),
            u64(ram, "dirty-sync-count"), human(bw, b, sizeof(b)));
+    print_converge_summary(info);
 }
 
 /* ---- driving ---- */

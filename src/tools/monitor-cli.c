@@ -3,7 +3,9 @@
  * (HMP) of a running VM, through its QMP socket.
  *
  * Each line goes to the VM as human-monitor-command, QEMU's way of running
- * HMP over QMP, and the text that comes back is printed. One difference
+ * HMP over QMP, and the text that comes back is printed. A ferry VM has
+ * x-ferry-human-monitor-command too, which also says whether the command
+ * failed; for other peers (QEMU) an "Error:" prefix tells. One difference
  * makes it feel like a local monitor: HMP over QMP cannot wait for a
  * migration, so `migrate URI` is sent as `migrate -d URI` and this program
  * waits (polling query-migrate) and prints the error if it fails, as QEMU's
@@ -90,6 +92,48 @@ static bool wait_migration(FyQmpClient *c, bool *lost)
     }
 }
 
+/* The text of one HMP line, and whether it failed (NULL: the connection
+ * is gone). */
+static char *run_hmp(FyQmpClient *c, const char *line, bool *failed,
+                     bool *lost)
+{
+    /* The peer has only human-monitor-command. One process, one peer: a
+     * static is enough here. */
+    static bool plain;
+    json_t *args = json_pack("{s:s}", "command-line", line);
+    json_t *r = NULL;
+    char *text = NULL;
+    if (!plain) {
+        char *cls = NULL;
+        FyError *err = NULL;
+        r = fy_qmp_client_execute(c, "x-ferry-human-monitor-command", args,
+                                  &cls, &err);
+        plain = !r && cls && !strcmp(cls, "CommandNotFound");
+        if (!r && !plain) {
+            fprintf(stderr, "ferry monitor: %s\n", fy_error_msg(err));
+            *lost = true;
+        }
+        free(cls);
+        fy_error_free(err);
+        if (r) {
+            const char *o = json_string_value(json_object_get(r, "output"));
+            text = strdup(o ? o : "");
+            *failed = json_is_true(json_object_get(r, "failed"));
+        }
+    }
+    if (plain) {
+        r = execute(c, "human-monitor-command", args, lost);
+        const char *o = json_string_value(r);
+        if (r)
+            text = strdup(o ? o : "");
+        *failed = o && (strncmp(o, "Error:", 6) == 0 ||
+                        strncmp(o, "unknown command", 15) == 0);
+    }
+    json_decref(r);
+    json_decref(args);
+    return text;
+}
+
 /* Run one line; returns false when the command printed an error. */
 static bool run_line(FyQmpClient *c, const char *line, bool *lost)
 {
@@ -100,19 +144,14 @@ static bool run_line(FyQmpClient *c, const char *line, bool *lost)
         if (asprintf(&rewritten, "migrate -d%s", p) < 0)
             return false;
     }
-    json_t *args = json_pack("{s:s}", "command-line", rewritten ? rewritten
-                                                               : line);
-    json_t *r = execute(c, "human-monitor-command", args, lost);
-    json_decref(args);
+    bool failed = false;
+    char *text = run_hmp(c, rewritten ? rewritten : line, &failed, lost);
     free(rewritten);
-    if (!r)
+    if (!text)
         return false;
-    const char *text = json_string_value(r);
-    bool ok = !text || (strncmp(text, "Error:", 6) != 0 &&
-                        strncmp(text, "unknown command", 15) != 0);
-    if (text)
-        fputs(text, stdout);
-    json_decref(r);
+    bool ok = !failed;
+    fputs(text, stdout);
+    free(text);
     if (ok && sync)
         ok = wait_migration(c, lost);
     fflush(stdout);

@@ -2,7 +2,8 @@
  * run-int.h: `ferry run`, the reference VM program, and what its files
  * share.
  *
- * Files: run.c (options, startup, the main loop, exit), run-vm.c (the VM as
+ * Files: run.c (options, startup, the main loop, exit), run-ramfile.c
+ * (--ram-file), run-vm.c (the VM as
  * the migration and the monitor see it: VM hooks that emit STOP/RESUME and
  * take the switchover snapshot, and the VM's monitor commands),
  * run-hmp.c (HMP on stdio).
@@ -65,6 +66,10 @@ bool run_vm_quit_requested(RunVM *rv);
 /* {"ram": [{"idstr", "length", "digest"}...], "devices": {...},
  *  "vcpu-steps": [...]}; the VM must be stopped. */
 json_t *run_vm_snapshot(RunVM *rv, FyError **errp);
+
+/* run-ramfile.c: fill guest RAM (the blocks end to end) from a file, before
+ * the VM first runs. */
+int run_vm_fill_ram(RunVM *rv, const char *path, FyError **errp);
 
 /* run-hmp.c: HMP on stdin/stdout, on its own thread. */
 typedef struct RunHmp RunHmp;

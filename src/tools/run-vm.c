@@ -362,6 +362,23 @@ static json_t *cmd_switchover_snapshot(void *opaque, json_t *args,
     return s;
 }
 
+/* human-monitor-command that also says whether the command failed (QEMU's
+ * returns only the text): `ferry monitor` turns that into its exit status. */
+static json_t *cmd_hmp(void *opaque, json_t *args, FyError **errp)
+{
+    RunVM *rv = opaque;
+    bool failed = false;
+    const char *line = json_string_value(json_object_get(args, "command-line"));
+    char *out = fy_hmp_execute(rv->mon, line, false, &failed);
+    if (!out) {
+        fy_error_setg(errp, "out of memory");
+        return NULL;
+    }
+    json_t *r = json_pack("{s:s,s:b}", "output", out, "failed", failed);
+    free(out);
+    return r;
+}
+
 typedef struct RunUntil {
     RunVM *rv;
     uint64_t steps;
@@ -539,6 +556,7 @@ static const VmCommand vm_commands[] = {
     { "x-ferry-switchover-snapshot", "", cmd_switchover_snapshot },
     { "x-ferry-run-until", "steps:i", cmd_run_until },
     { "x-ferry-query-vcpus", "", cmd_query_vcpus },
+    { "x-ferry-human-monitor-command", "command-line:s", cmd_hmp },
 };
 
 int run_vm_register_commands(RunVM *rv, FyError **errp)

@@ -32,6 +32,7 @@ typedef struct RunOptions {
     const char *incoming;
     bool paused;
     const char *machine_type;
+    const char *ram_file;
     bool snapshot;
 } RunOptions;
 
@@ -45,6 +46,8 @@ static void usage(FILE *f)
 "\n"
 "  --ram SIZE               guest RAM (\"pc.ram\"): 512M, 2G, ... (default 64M)\n"
 "  --ram-block NAME=SIZE    one more RAM block (repeatable)\n"
+"  --ram-file PATH          fill guest RAM from PATH at start (the blocks end\n"
+"                           to end; a shorter file leaves the rest zero)\n"
 "  --vcpus N                vCPUs (default 1)\n"
 "  --workload NAME[,seed=S,wss=SIZE,rate=R]\n"
 "                           idle | sweep | random | hotspot (default sweep);\n"
@@ -138,12 +141,13 @@ static int parse_ram_block(const char *arg, FyMachineConfig *c, FyError **errp)
 enum {
     OPT_RAM = 256, OPT_RAM_BLOCK, OPT_VCPUS, OPT_WORKLOAD, OPT_SERIAL,
     OPT_SERIAL_EVERY, OPT_DIRTY, OPT_QMP, OPT_MONITOR, OPT_INCOMING,
-    OPT_TIMER, OPT_MTYPE, OPT_SNAPSHOT,
+    OPT_TIMER, OPT_MTYPE, OPT_SNAPSHOT, OPT_RAM_FILE,
 };
 
 static const struct option long_opts[] = {
     { "ram", required_argument, NULL, OPT_RAM },
     { "ram-block", required_argument, NULL, OPT_RAM_BLOCK },
+    { "ram-file", required_argument, NULL, OPT_RAM_FILE },
     { "vcpus", required_argument, NULL, OPT_VCPUS },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "serial", required_argument, NULL, OPT_SERIAL },
@@ -169,6 +173,9 @@ static int apply_option(int opt, const char *arg, RunOptions *o,
         return fy_parse_size(arg, &c->ram[0].size, errp);
     case OPT_RAM_BLOCK:
         return parse_ram_block(arg, c, errp);
+    case OPT_RAM_FILE:
+        o->ram_file = arg;
+        return 0;
     case OPT_VCPUS:
         if (parse_u64(arg, &v) < 0 || v < 1 || v > FY_MACHINE_MAX_VCPUS) {
             fy_error_setg(errp, "--vcpus: expected 1..%d, got '%s'",
@@ -253,6 +260,12 @@ static int parse_options(int argc, char **argv, RunOptions *o)
     }
     if (optind < argc) {
         fprintf(stderr, "ferry run: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (o->ram_file && o->incoming) {
+        /* A destination's RAM is what the migration brings. */
+        fprintf(stderr, "ferry run: --ram-file and --incoming exclude each "
+                "other\n");
         return -1;
     }
     return 0;
@@ -396,6 +409,8 @@ int cmd_run(int argc, char **argv)
     int rc = 1;
 
     if (run_vm_init(&rv, &o.cfg, o.machine_type, &err) < 0)
+        goto out;
+    if (o.ram_file && run_vm_fill_ram(&rv, o.ram_file, &err) < 0)
         goto out;
     /* The incoming side listens before QMP serves, so the first client
      * already sees status "setup" and the address (QEMU processes

@@ -487,6 +487,36 @@ static inline void ks_build(Sb *b, uint8_t *exp_ram, uint8_t *exp_vga)
     sb_end(b, KS_DESC);
 }
 
+/* ---------------------------------------------------------------- device-only streams */
+
+/* A stream cut out of a real one `d` (analyzed as `a`, from a file): its
+ * header and configuration, the device sections secs[from..to) (each one
+ * FULL record, in stream order) and EOF; no RAM, no description. Read with
+ * the original's description (--desc), it decodes those devices exactly as
+ * the original did: small inputs that reach deep into real device
+ * layouts, for mutation and fuzzing. NULL if a section is not one record. */
+static inline uint8_t *devices_only(const uint8_t *d, An *a, size_t from, size_t to,
+                                    size_t *out_len)
+{
+    size_t head = (size_t)a->secs[0]->first_off, n = head;
+    for (size_t i = from; i < to; i++) {
+        AnSection *s = a->secs[i];
+        if (s->kind != SEC_DEVICE || s->count[AN_ST_FULL] != 1 || s->count[AN_ST_START])
+            return NULL;
+        n += (size_t)s->bytes;
+    }
+    uint8_t *o = malloc(n + 1);
+    memcpy(o, d, head);
+    size_t at = head;
+    for (size_t i = from; i < to; i++) {
+        memcpy(o + at, d + a->secs[i]->first_off, (size_t)a->secs[i]->bytes);
+        at += (size_t)a->secs[i]->bytes;
+    }
+    o[at++] = 0x00;
+    *out_len = at;
+    return o;
+}
+
 /* ---------------------------------------------------------------- fixture checks */
 
 /* The 64 KiB the fixture script loads at 1 MiB (its LCG). */
@@ -529,12 +559,14 @@ static inline void check_all_decoded(const char *path, An *a)
 
 /* Extract pc.ram and compare with the pmemsave of the same guest over the
  * guest-physical ranges that are pc.ram: [0, 640 KiB) and [1 MiB, 32 MiB)
- * (in between, the PC's VGA window and BIOS shadows map other memory). */
-static inline void check_ram_equals_pmem(const char *mig, const char *pmem_gz,
-                                         bool has_pattern)
+ * (in between, the PC's VGA window and BIOS shadows map other memory).
+ * desc: the description to decode with (--desc), NULL for the stream's. */
+static inline void check_ram_equals_pmem_desc(const char *mig, const char *pmem_gz,
+                                              bool has_pattern, json_t *desc)
 {
     char *dir = make_tmpdir();
-    AnOpts o = { .dump = AN_DUMP_NONE, .quiet = true, .extract_dir = dir };
+    AnOpts o = { .dump = AN_DUMP_NONE, .quiet = true, .extract_dir = dir,
+                 .desc_override = desc };
     An *a = analyze_file(mig, &o);
     T_ASSERT(!a->failed);
     if (a->failed)
@@ -561,6 +593,77 @@ static inline void check_ram_equals_pmem(const char *mig, const char *pmem_gz,
     free(pm);
     rm_rf(dir);
     free(dir);
+}
+
+static inline void check_ram_equals_pmem(const char *mig, const char *pmem_gz,
+                                         bool has_pattern)
+{
+    check_ram_equals_pmem_desc(mig, pmem_gz, has_pattern, NULL);
+}
+
+/* The real QEMU 7.2 streams: tests/fixtures/ (scripts/make-qemu-fixtures.sh
+ * makes them; test_analyze_qemu_live makes them afresh). */
+typedef struct QemuFixture {
+    const char *name;        /* NAME.mig */
+    const char *desc_from;   /* decode with this stream's description */
+    bool pmem;               /* NAME.pmem.gz holds the guest's RAM */
+    bool pattern;            /* the 64 KiB pattern at 1 MiB */
+    uint64_t ram_total;      /* MEM_SIZE */
+    const char *machine;
+} QemuFixture;
+
+static const QemuFixture qemu_fixtures[] = {
+    { "qemu-pc", NULL, true, true, 34349056, "pc-i440fx-7.2" },
+    { "qemu-q35", NULL, true, true, 34349056, "pc-q35-7.2" },
+    { "qemu-xbzrle", NULL, true, false, 34086912, "pc-i440fx-7.2" },
+    { "qemu-postcopy", "qemu-xbzrle", true, false, 34086912, "pc-i440fx-7.2" },
+    { "qemu-compress", NULL, true, true, 34086912, "pc-i440fx-7.2" },
+    { "qemu-shared", NULL, false, false, 34086912, "pc-i440fx-7.2" },
+};
+#define N_QEMU_FIXTURES (sizeof(qemu_fixtures) / sizeof(qemu_fixtures[0]))
+
+/* The description a fixture is decoded with (new ref), NULL for its own. */
+static inline json_t *fixture_desc(const char *dir, const QemuFixture *f)
+{
+    if (!f->desc_from)
+        return NULL;
+    char path[4200], err[512];
+    snprintf(path, sizeof(path), "%s/%s.mig", dir, f->desc_from);
+    json_t *d = an_desc_load_file(path, err, sizeof(err));
+    if (!d)
+        printf("# %s\n", err);
+    return d;
+}
+
+/* What every real stream must give: every section decoded (with the
+ * description it needs), --check passes, the machine and RAM size QEMU
+ * had, and pc.ram equal to QEMU's pmemsave of the guest. */
+static inline void check_qemu_fixture(const char *dir, const QemuFixture *f)
+{
+    char mig[4200], pm[4200];
+    snprintf(mig, sizeof(mig), "%s/%s.mig", dir, f->name);
+    snprintf(pm, sizeof(pm), "%s/%s.pmem.gz", dir, f->name);
+    json_t *desc = fixture_desc(dir, f);
+    T_ASSERT(!f->desc_from || desc);
+    AnOpts o = { .dump = AN_DUMP_NONE, .quiet = true, .desc_override = desc };
+    An *a = analyze_file(mig, &o);
+    check_all_decoded(mig, a);
+    T_ASSERT(a->saw_eof);
+    T_EQ_INT(a->footers, 1);
+    T_ASSERT(a->has_config);
+    T_EQ_STR(a->machine, f->machine);
+    T_EQ_INT(a->ram.ps, 4096);
+    T_EQ_INT(a->ram.total, f->ram_total);
+    an_free(a);
+    o.check = true;
+    a = analyze_file(mig, &o);
+    T_ASSERT(!a->failed);
+    if (a->failed)
+        printf("# --check %s: %s\n", mig, a->err);
+    an_free(a);
+    if (f->pmem)
+        check_ram_equals_pmem_desc(mig, pm, f->pattern, desc);
+    json_decref(desc);
 }
 
 #endif

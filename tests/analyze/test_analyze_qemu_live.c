@@ -1,12 +1,13 @@
 /*
  * test_analyze_qemu_live: fresh streams from the QEMU on this machine.
  *
- * Runs scripts/make-qemu-fixtures.sh into a temporary directory (real QEMU,
- * paused pc and q35 guests and a running guest migrated with xbzrle), then
- * checks each new stream as the committed fixtures are checked: every
- * section decoded, --check passes, extracted pc.ram equal to QEMU's own
- * pmemsave of the guest. Skipped when QEMU (or python3, binutils) is absent;
- * `make deps-qemu` installs them.
+ * Runs scripts/make-qemu-fixtures.sh into a temporary directory (real QEMU:
+ * paused pc and q35 guests, a running guest migrated with xbzrle and, to a
+ * second QEMU, with postcopy, a guest with compress and validate-uuid, one
+ * with x-ignore-shared), then checks each new stream as the committed
+ * fixtures are checked: every section decoded, --check passes, extracted
+ * pc.ram equal to QEMU's own pmemsave of the guest. Skipped when QEMU (or
+ * python3, binutils) is absent; `make deps-qemu` installs them.
  */
 #include "analyze/analyze-test.h"
 
@@ -14,22 +15,29 @@ static char *dir;
 
 static void test_fresh_streams(void)
 {
-    static const char *const names[] = { "qemu-pc", "qemu-q35", "qemu-xbzrle" };
-    for (int i = 0; i < 3; i++) {
-        char mig[4200], pm[4200];
-        snprintf(mig, sizeof(mig), "%s/%s.mig", dir, names[i]);
-        snprintf(pm, sizeof(pm), "%s/%s.pmem.gz", dir, names[i]);
-        An *a = analyze_file(mig, NULL);
-        check_all_decoded(mig, a);
-        if (i == 2)
-            T_ASSERT(a->ram.xbzrle > 0);
-        an_free(a);
-        AnOpts c = { .dump = AN_DUMP_NONE, .quiet = true, .check = true };
-        a = analyze_file(mig, &c);
-        T_ASSERT(!a->failed);
-        an_free(a);
-        check_ram_equals_pmem(mig, pm, i < 2);
-    }
+    for (size_t i = 0; i < N_QEMU_FIXTURES; i++)
+        check_qemu_fixture(dir, &qemu_fixtures[i]);
+    /* what each scenario is for */
+    char mig[4200];
+    snprintf(mig, sizeof(mig), "%s/qemu-xbzrle.mig", dir);
+    An *a = analyze_file(mig, NULL);
+    T_ASSERT(a->ram.xbzrle > 0);
+    an_free(a);
+    json_t *desc = fixture_desc(dir, &qemu_fixtures[3]);
+    AnOpts o = { .dump = AN_DUMP_NONE, .quiet = true, .desc_override = desc };
+    snprintf(mig, sizeof(mig), "%s/qemu-postcopy.mig", dir);
+    a = analyze_file(mig, &o);
+    T_ASSERT(a->postcopy && a->cmd_count[7] == 1 && a->cmd_count[5] == 1);
+    an_free(a);
+    json_decref(desc);
+    snprintf(mig, sizeof(mig), "%s/qemu-compress.mig", dir);
+    a = analyze_file(mig, NULL);
+    T_ASSERT(a->ram.compressed > 0);
+    an_free(a);
+    snprintf(mig, sizeof(mig), "%s/qemu-shared.mig", dir);
+    a = analyze_file(mig, NULL);
+    T_ASSERT(a->cap_ignore_shared);
+    an_free(a);
 }
 
 int main(void)

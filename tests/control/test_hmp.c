@@ -115,8 +115,8 @@ static void test_capabilities(void)
     HMP_EXPECT(vm, "migrate_set_capability warp-speed on",
                "Error: Parameter 'capability' does not accept value "
                "'warp-speed'", true);
-    HMP_EXPECT(vm, "migrate_set_capability postcopy-ram on",
-               "Error: Capability 'postcopy-ram' is not supported", true);
+    HMP_EXPECT(vm, "migrate_set_capability x-colo on",
+               "Error: Capability 'x-colo' is not supported", true);
     ctl_free(vm);
 }
 
@@ -162,8 +162,8 @@ static void test_parameters(void)
                "'sometimes'", true);
     HMP_EXPECT(vm, "migrate_set_parameter warp 9",
                "Error: Parameter 'warp' is unexpected", true);
-    HMP_EXPECT(vm, "migrate_set_parameter multifd-channels 4",
-               "Error: Parameter 'multifd-channels' is not supported", true);
+    HMP_EXPECT(vm, "migrate_set_parameter x-checkpoint-delay 4",
+               "Error: Parameter 'x-checkpoint-delay' is not supported", true);
     HMP_EXPECT(vm, "info migrate_parameters", "downtime-limit: 120 ms\n",
                false);
     ctl_free(vm);

@@ -318,7 +318,7 @@ static void test_caps_commands(void)
 
     r = ctl_qmp(vm, "migrate-set-capabilities", json_pack(
         "{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability", "events",
-        "state", 0, "capability", "postcopy-ram", "state", 1), &err);
+        "state", 0, "capability", "x-colo", "state", 1), &err);
     T_ASSERT(!r);
     T_CONTAINS(err, "not supported");
     free(err);

@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
-"""Failures, with real processes: the destination killed (kill -9) before
-the source connects, while RAM streams (active) and at the switchover
-(device phase); the connection cut by a proxy; a cancel; and configuration
-mismatches (RAM size, RAM blocks, vCPUs, machine type), where both sides
-must say what differs.
+"""Failures, with real processes, at each phase of a migration:
+
+  setup    the destination killed before the source connects, and while
+           the source's connect waits in its full backlog (it is stopped);
+           the connection reset as soon as it is accepted
+  active   the destination killed, the connection cut, while RAM streams
+           (with both dirty-tracking backends)
+  device   the destination killed / the connection cut while paused before
+           the switchover, and while the final state is being sent (the
+           destination stopped, so the source blocks in the send)
+  cancel   in setup, active, pre-switchover and device
+
+and configuration mismatches (RAM size, RAM blocks, vCPUs, machine type),
+where both sides must say what differs.
 
 After every failure the source must report `failed` (or `cancelled`) with
 an error-desc that says what happened, keep running its VM, and the VM must
@@ -11,13 +20,18 @@ be intact: stopped and run to a step count, its RAM equals a VM that never
 tried to migrate.
 """
 import os
+import signal
+import time
 
-from ferrylib import (VM, Proxy, QMPError, check, check_eq, check_in, done,
-                      free_port, reference_digests, run, tmp_path, wait_until)
+from ferrylib import (SLOW, VM, Proxy, check, check_eq, check_in, done,
+                      fill_unix_backlog, free_port, reference_digests, run,
+                      sigstop, tmp_path, wait_until)
 
 # All 64 MiB written by the guest: nothing is a cheap zero page, so a
 # migration held at 8 MiB/s stays active for seconds.
 SLOW_CFG = dict(ram="64M", vcpus=2, workload="sweep,seed=21")
+SLOW_UFFD_CFG = dict(SLOW_CFG, tracking="uffd-wp")
+BROKEN = ("Broken pipe", "Connection reset")
 FAST_CFG = dict(ram="64M", vcpus=2, workload="random,seed=9,wss=8M")
 
 
@@ -63,16 +77,66 @@ def test_kill_destination_before_connect():
     source_intact(src, FAST_CFG, "setup")
 
 
-def test_kill_destination_active():
-    dst = VM(incoming="tcp:127.0.0.1:0", name="dst", **SLOW_CFG)
-    src = VM(name="src", **SLOW_CFG)
+def test_kill_destination_setup():
+    """The source's connect is stuck in setup (the destination is stopped
+    and its listen backlog full) when the destination dies."""
+    path = tmp_path("setup.sock")
+    dst = VM(incoming=f"unix:{path}", name="dst", **FAST_CFG)
+    sigstop(dst.proc)
+    backlog = fill_unix_backlog(path)
+    src = VM(name="src", **FAST_CFG)
+    src.set_caps(events=True)
+    src.cmd("migrate", uri=f"unix:{path}")
+    time.sleep(0.3 * SLOW)
+    check_eq(src.mig_status(), "setup", "status while connecting")
+    check_eq(src.status(), "running", "the VM runs meanwhile")
+    dst.kill()
+    info = src.wait_migration(want="failed")
+    check_in("Connection refused", info.get("error-desc"), "error-desc")
+    check_in(path, info.get("error-desc"), "error-desc names the address")
+    src.qmp.wait_event("MIGRATION", pred=lambda e: e["data"]["status"] ==
+                       "failed")
+    ev = [e["data"]["status"] for e in src.qmp.events
+          if e["event"] == "MIGRATION"]
+    check_eq(ev, ["setup"], "MIGRATION events before failed")
+    for sk in backlog:
+        sk.close()
+    source_intact(src, FAST_CFG, "setup")
+
+
+def test_cut_connection_setup():
+    """The link drops as soon as the source connects: reset before the
+    destination has read a byte."""
+    proxy = Proxy(free_port(), reset_on_accept=True)
+    src = VM(name="src", **FAST_CFG)
+    src.cmd("migrate", uri=f"tcp:127.0.0.1:{proxy.port}")
+    info = src.wait_migration(want="failed")
+    check_eq(proxy.accepted, 1, "connections")
+    desc = info.get("error-desc", "")
+    check(any(w in desc for w in BROKEN),
+          f"error-desc says the connection broke: {desc!r}")
+    proxy.cut()
+    source_intact(src, FAST_CFG, "cut at setup")
+
+
+def kill_active(cfg, what):
+    dst = VM(incoming="tcp:127.0.0.1:0", name="dst", **cfg)
+    src = VM(name="src", **cfg)
     hold_active(src, dst.incoming_uri())
     dst.kill()
     info = src.wait_migration(want="failed")
     desc = info.get("error-desc", "")
-    check(any(w in desc for w in ("Broken pipe", "Connection reset")),
+    check(any(w in desc for w in BROKEN),
           f"error-desc says the connection broke: {desc!r}")
-    source_intact(src, SLOW_CFG, "active")
+    source_intact(src, cfg, what)
+
+
+def test_kill_destination_active():
+    kill_active(SLOW_CFG, "active")
+
+
+def test_kill_destination_active_uffd_wp():
+    kill_active(SLOW_UFFD_CFG, "active, uffd-wp")
 
 
 def test_kill_destination_device():
@@ -122,6 +186,143 @@ def test_cut_connection_device():
     check_eq(dst.wait_exit(30), 1, "destination exit status")
     check_in("incoming migration failed", dst.stderr(), "destination stderr")
     source_intact(src, FAST_CFG, "cut at device")
+
+
+def hold_device(src, dst_uri, stop_peer):
+    """Bring the source into the device phase with most of RAM still to
+    send, and keep it there: pause before the switchover, switch over at
+    once (a huge downtime-limit at 8 MiB/s), stop the peer, continue. The
+    ~60 MiB of final pages cannot all fit in socket buffers, so the source
+    blocks in the send, in status device, with the VM stopped."""
+    src.set_params(max_bandwidth=8 << 20, downtime_limit=2000000)
+    src.set_caps(pause_before_switchover=True, events=True)
+    src.cmd("migrate", uri=dst_uri)
+    src.wait_status("pre-switchover")
+    stop_peer()
+    src.cmd("migrate-continue", state="pre-switchover")
+    src.wait_status("device")
+    time.sleep(0.3 * SLOW)
+    info = src.query_migrate()
+    check_eq(info.get("status"), "device", "still sending the final state")
+    check_eq(src.status(), "finish-migrate", "run state while sending")
+
+
+def test_kill_destination_device_sending():
+    dst = VM(incoming="tcp:127.0.0.1:0", name="dst", **SLOW_CFG)
+    src = VM(name="src", **SLOW_CFG)
+    hold_device(src, dst.incoming_uri(), lambda: sigstop(dst.proc))
+    dst.kill()
+    info = src.wait_migration(want="failed")
+    desc = info.get("error-desc", "")
+    check(any(w in desc for w in BROKEN),
+          f"error-desc says the connection broke: {desc!r}")
+    source_intact(src, SLOW_CFG, "device (sending)")
+
+
+def test_cut_connection_device_sending():
+    dst = VM(incoming="tcp:127.0.0.1:0", name="dst", **SLOW_CFG)
+    proxy = Proxy(int(dst.incoming_uri().rsplit(":", 1)[1]))
+    src = VM(name="src", **SLOW_CFG)
+    hold_device(src, f"tcp:127.0.0.1:{proxy.port}", proxy.hold)
+    proxy.cut()
+    info = src.wait_migration(want="failed")
+    desc = info.get("error-desc", "")
+    check(any(w in desc for w in BROKEN),
+          f"error-desc says the connection broke: {desc!r}")
+    check_eq(dst.wait_exit(30), 1, "destination exit status")
+    check_in("incoming migration failed", dst.stderr(), "destination stderr")
+    source_intact(src, SLOW_CFG, "cut at device (sending)")
+
+
+def test_return_path_waits_for_destination():
+    """With the return path the source completes only when the destination
+    says it loaded the VM: while the destination is stopped after the whole
+    stream was sent, the source stays in device, and can no longer cancel."""
+    cfg = dict(ram="64M", vcpus=2, workload="idle")
+    dst = VM(incoming="defer", name="dst", **cfg)
+    dst.set_caps(return_path=True)
+    dst.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")
+    src = VM(name="src", **cfg)
+    src.set_caps(return_path=True, pause_before_switchover=True)
+    src.cmd("migrate", uri=dst.incoming_uri())
+    src.wait_status("pre-switchover")
+    sigstop(dst.proc)
+    src.cmd("migrate-continue", state="pre-switchover")
+    src.wait_status("device")
+    time.sleep(0.5 * SLOW)
+    check_eq(src.mig_status(), "device", "waiting for the destination")
+    r = src.qmp.execute("migrate_cancel")
+    check_in("can no longer be cancelled", r.get("error", {}).get("desc"),
+             "cancel after the whole stream is out")
+    os.kill(dst.proc.pid, signal.SIGCONT)
+    info = src.wait_migration(want="completed")
+    dst.wait_migration(want="completed")
+    check_eq(dst.status(), "running", "destination")
+    # The vCPUs stopped before the pause and the destination answered after
+    # the half second it was stopped: the downtime covers both.
+    check(info["downtime"] >= 500,
+          f"the downtime runs to the destination's start: {info}")
+    for vm in (src, dst):
+        check_eq(vm.quit(), 0, "exit")
+
+
+def cancelled_events(src):
+    statuses = []
+    for _ in range(2):
+        statuses.append(src.qmp.wait_event(
+            "MIGRATION", pred=lambda e: e["data"]["status"] in
+            ("cancelling", "cancelled"))["data"]["status"])
+    check_eq(statuses, ["cancelling", "cancelled"], "MIGRATION events")
+
+
+def test_cancel_setup():
+    path = tmp_path("cancel-setup.sock")
+    dst = VM(incoming=f"unix:{path}", name="dst", **FAST_CFG)
+    sigstop(dst.proc)
+    backlog = fill_unix_backlog(path)
+    src = VM(name="src", **FAST_CFG)
+    src.set_caps(events=True)
+    src.cmd("migrate", uri=f"unix:{path}")
+    time.sleep(0.3 * SLOW)
+    check_eq(src.mig_status(), "setup", "status while connecting")
+    src.cmd("migrate_cancel")
+    try:
+        # The destination stays stopped: only the cancel may end it.
+        info = src.wait_migration(timeout=10)
+        check_eq(info.get("status"), "cancelled", "after cancel in setup")
+        cancelled_events(src)
+    finally:
+        dst.kill()
+        for sk in backlog:
+            sk.close()
+    source_intact(src, FAST_CFG, "cancel in setup")
+
+
+def test_cancel_pre_switchover():
+    dst = VM(incoming="tcp:127.0.0.1:0", name="dst", **FAST_CFG)
+    src = VM(name="src", **FAST_CFG)
+    src.set_caps(pause_before_switchover=True, events=True)
+    src.cmd("migrate", uri=dst.incoming_uri())
+    src.wait_status("pre-switchover")
+    src.cmd("migrate_cancel")
+    info = src.wait_migration(want="cancelled")
+    check("error-desc" not in info, f"no error-desc on cancel: {info}")
+    cancelled_events(src)
+    check_eq(dst.wait_exit(30), 1, "destination exit status")
+    source_intact(src, FAST_CFG, "cancel in pre-switchover")
+
+
+def test_cancel_device_sending():
+    dst = VM(incoming="tcp:127.0.0.1:0", name="dst", **SLOW_CFG)
+    src = VM(name="src", **SLOW_CFG)
+    hold_device(src, dst.incoming_uri(), lambda: sigstop(dst.proc))
+    src.cmd("migrate_cancel")
+    info = src.wait_migration(want="cancelled")
+    check("error-desc" not in info, f"no error-desc on cancel: {info}")
+    cancelled_events(src)
+    os.kill(dst.proc.pid, signal.SIGCONT)
+    check_eq(dst.wait_exit(30), 1, "destination exit status")
+    source_intact(src, SLOW_CFG, "cancel in device")
 
 
 def test_cancel():
@@ -229,10 +430,18 @@ def test_bad_incoming_uri():
 
 if __name__ == "__main__":
     for t in (test_kill_destination_before_connect,
+              test_kill_destination_setup,
+              test_cut_connection_setup,
               test_kill_destination_active,
+              test_kill_destination_active_uffd_wp,
               test_kill_destination_device,
+              test_kill_destination_device_sending,
               test_cut_connection,
               test_cut_connection_device,
+              test_cut_connection_device_sending,
+              test_return_path_waits_for_destination,
+              test_cancel_pre_switchover,
+              test_cancel_device_sending,
               test_cancel,
               test_mismatch_ram_size,
               test_mismatch_ram_size_return_path,
@@ -242,4 +451,8 @@ if __name__ == "__main__":
               test_bad_stream_file,
               test_bad_incoming_uri):
         run(t)
+    # Known gap (src/io/channel-socket.c): the outgoing connect blocks
+    # until the peer accepts or refuses, and a cancel cannot interrupt it.
+    run(test_cancel_setup, todo="migrate_cancel cannot interrupt a "
+        "connect that the destination never answers")
     done()

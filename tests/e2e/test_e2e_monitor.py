@@ -6,8 +6,9 @@ bar and --json; and `ferry run`'s own option errors.
 """
 import json
 import os
+import pty
 import select
-import socket
+import signal
 import subprocess
 import time
 
@@ -143,7 +144,7 @@ def test_capabilities_and_parameters():
             ({"capabilities": [{"capability": "nope", "state": True}]},
              "'nope'"),
             ({"capabilities": [{"capability": "events"}]}, "is missing"),
-            ({"capabilities": [{"capability": "multifd", "state": True}]},
+            ({"capabilities": [{"capability": "x-colo", "state": True}]},
              "not supported"),
     ]:
         check_in(want, qmp_error(vm, "migrate-set-capabilities", args).desc,
@@ -262,6 +263,134 @@ def test_pause_before_switchover():
     check_eq(dst.quit(), 0, "exit")
 
 
+def test_qmp_bad_arguments():
+    """Every QMP command the issue lists, with bad arguments: the error
+    class, QEMU's words, and nothing changed."""
+    vm = VM(**CFG)
+    caps0 = vm.cmd("query-migrate-capabilities")
+    params0 = vm.cmd("query-migrate-parameters")
+    cases = [
+        ("migrate", {}, "Parameter 'uri' is missing"),
+        ("migrate", {"uri": 5}, "Invalid parameter type for 'uri', "
+                                "expected: string"),
+        ("migrate", {"uri": "tcp:127.0.0.1:1", "detach": "yes"},
+         "Invalid parameter type for 'detach', expected: boolean"),
+        ("migrate", {"uri": "ftp://x"}, "ftp://x"),
+        ("migrate-incoming", {}, "Parameter 'uri' is missing"),
+        ("migrate-incoming", {"uri": []}, "expected: string"),
+        ("migrate-incoming", {"uri": "tcp:127.0.0.1:0", "x": 1},
+         "Parameter 'x' is unexpected"),
+        ("query-migrate", {"x": 1}, "Parameter 'x' is unexpected"),
+        ("migrate-set-capabilities", {"capabilities": [1]},
+         "expected: object"),
+        ("migrate-set-capabilities", {"capabilities": [
+            {"capability": "events", "state": "on"}]}, "expected: boolean"),
+        ("migrate-set-capabilities", {"capabilities": [
+            {"capability": "events", "state": True, "extra": 1}]},
+         "is unexpected"),
+        ("query-migrate-capabilities", {"x": 1},
+         "Parameter 'x' is unexpected"),
+        ("migrate-set-parameters", {"max-bandwidth": "fast"},
+         "max-bandwidth"),
+        ("migrate-set-parameters", {"downtime-limit": 2000001},
+         "downtime-limit"),
+        ("migrate-set-parameters", {"downtime-limit": 1.5},
+         "downtime-limit"),
+        ("migrate-set-parameters", {"x-checkpoint-delay": 10},
+         "not supported"),
+        ("query-migrate-parameters", {"x": 1}, "Parameter 'x' is unexpected"),
+        ("migrate_cancel", {"x": 1}, "Parameter 'x' is unexpected"),
+        ("migrate-continue", {}, "Parameter 'state' is missing"),
+        ("migrate-continue", {"state": 3}, "expected: string"),
+        ("migrate-continue", {"state": "sideways"}, "'sideways'"),
+        ("migrate-continue", {"state": "pre-switchover"},
+         "not in expected state"),
+        ("query-status", {"x": 1}, "Parameter 'x' is unexpected"),
+        ("stop", {"x": 1}, "Parameter 'x' is unexpected"),
+        ("cont", {"x": 1}, "Parameter 'x' is unexpected"),
+        ("quit", {"x": 1}, "Parameter 'x' is unexpected"),
+    ]
+    for name, args, want in cases:
+        r = vm.qmp.execute(name, args)
+        if check("error" in r, f"{name} {args}: {r}"):
+            check_eq(r["error"]["class"], "GenericError", f"{name} {args}")
+            check_in(want, r["error"]["desc"], f"{name} {args}")
+    # Arguments that are not an object at all.
+    vm.qmp.send_raw('{"execute": "stop", "arguments": [1], "id": "a"}\n')
+    r = vm.qmp.read_response()
+    check_in("arguments", r.get("error", {}).get("desc"), "arguments: array")
+    r = vm.qmp.execute("qmp_capabilities")
+    check_eq(r["error"]["class"], "CommandNotFound", "second negotiation")
+    check_eq(vm.cmd("query-migrate-capabilities"), caps0, "capabilities "
+             "unchanged")
+    check_eq(vm.cmd("query-migrate-parameters"), params0, "parameters "
+             "unchanged")
+    check_eq(vm.status(), "running", "still running")
+    check_eq(vm.mig_status(), None, "no migration started")
+    check_eq(vm.quit(), 0, "exit")
+
+
+def test_migration_events():
+    """MIGRATION, MIGRATION_PASS, STOP and RESUME, in order, with
+    timestamps, on both sides."""
+    dst = VM(incoming="defer", **CFG)
+    dst.set_caps(events=True)
+    dst.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")
+    src = VM(**CFG)
+    src.set_caps(events=True)
+    src.cmd("migrate", uri=dst.incoming_uri())
+    src.wait_migration(want="completed")
+    dst.wait_migration(want="completed")
+    src.qmp.wait_event("MIGRATION", pred=lambda e: e["data"]["status"] ==
+                       "completed")
+    dst.qmp.wait_event("RESUME")
+    # Drain what is left (the events come in order on one socket).
+    src.cmd("query-status")
+    dst.cmd("query-status")
+
+    def stamps(events):
+        return [e["timestamp"]["seconds"] * 10 ** 6 +
+                e["timestamp"]["microseconds"] for e in events]
+
+    sev = src.qmp.events
+    names = [(e["event"], e.get("data", {}).get("status")) for e in sev
+             if e["event"] != "MIGRATION_PASS"]
+    check_eq(names, [("MIGRATION", "setup"), ("MIGRATION", "active"),
+                     ("STOP", None)], "source events before completed")
+    passes = [e["data"]["pass"] for e in sev if e["event"] == "MIGRATION_PASS"]
+    check(len(passes) >= 2, f"MIGRATION_PASS events: {passes}")
+    check_eq(passes, list(range(1, len(passes) + 1)), "pass numbers")
+    t = stamps(sev)
+    check(t == sorted(t), f"source timestamps in order: {t}")
+    check(all(x > 1.6e15 for x in t), f"timestamps are wall-clock: {t}")
+    dev = dst.qmp.events
+    dnames = [(e["event"], e.get("data", {}).get("status")) for e in dev]
+    check_in(("MIGRATION", "active"), dnames, "destination events")
+    check_in(("MIGRATION", "completed"), dnames, "destination events")
+    t = stamps(dev)
+    check(t == sorted(t), f"destination timestamps in order: {t}")
+    # The destination starts the VM after loading it: RESUME follows.
+    src.cmd("cont")
+    src.qmp.wait_event("RESUME")
+    src.cmd("stop")
+    src.qmp.wait_event("STOP")
+    for vm in (src, dst):
+        check_eq(vm.quit(), 0, "exit")
+
+
+def test_events_need_the_capability():
+    dst = VM(incoming="tcp:127.0.0.1:0", **CFG)
+    src = VM(**CFG)
+    src.cmd("migrate", uri=dst.incoming_uri())
+    src.wait_migration(want="completed")
+    src.qmp.wait_event("STOP")
+    src.cmd("query-status")
+    mig = [e for e in src.qmp.events if e["event"].startswith("MIGRATION")]
+    check_eq(mig, [], "no MIGRATION events without the events capability")
+    for vm in (src, dst):
+        check_eq(vm.quit(), 0, "exit")
+
+
 # ---- HMP ----
 
 def monitor(vm, *words):
@@ -285,7 +414,7 @@ def test_hmp_via_ferry_monitor():
     check_in("events: on\n", monitor(src, "info migrate_capabilities").stdout,
              "capability shown")
     r = monitor(src, "migrate_set_capability", "events", "perhaps")
-    check_eq((r.returncode, r.stdout), (0, "Expected 'on' or 'off'\n"),
+    check_eq((r.returncode, r.stdout), (1, "Expected 'on' or 'off'\n"),
              "bad on/off")
     r = monitor(src, "migrate_set_capability", "nope", "on")
     check_eq(r.returncode, 1, "unknown capability fails")
@@ -349,6 +478,112 @@ def test_hmp_via_ferry_monitor():
     check_eq(src.quit(), 0, "exit")
 
 
+def test_hmp_bad_arguments():
+    """Each HMP command the issue lists, with bad arguments, through
+    `ferry monitor`: an error on stdout, exit status 1, nothing changed."""
+    vm = VM(**CFG)
+    before = monitor(vm, "info", "migrate_parameters").stdout
+    caps = monitor(vm, "info", "migrate_capabilities").stdout
+    cases = [
+        ("migrate", "migrate: missing argument"),
+        ("migrate -q tcp:127.0.0.1:1", "migrate: unsupported option -q"),
+        ("migrate tcp:127.0.0.1:1 more", "extraneous characters"),
+        ("migrate -d nowhere:7", "Error: "),
+        ("migrate_incoming", "migrate_incoming: missing argument"),
+        ("migrate_incoming a b", "extraneous characters"),
+        ("info migrate now", "extraneous characters"),
+        ("info migrate_capabilities x", "extraneous characters"),
+        ("info migrate_parameters x", "extraneous characters"),
+        ("info nothing", "info: unknown item 'nothing'"),
+        ("migrate_set_capability events", "missing argument"),
+        ("migrate_set_capability events on off", "extraneous characters"),
+        ("migrate_set_capability events 1", "Expected 'on' or 'off'"),
+        ("migrate_set_capability x-colo on", "not supported"),
+        ("migrate_set_parameter downtime-limit", "missing argument"),
+        ("migrate_set_parameter downtime-limit ten", "Error: "),
+        ("migrate_set_parameter downtime-limit 99999999", "downtime-limit"),
+        ("migrate_set_parameter warp 9", "Error: "),
+        ("migrate_cancel now", "extraneous characters"),
+        ("stop now", "extraneous characters"),
+        ("cont now", "extraneous characters"),
+        ("info status now", "extraneous characters"),
+        ("quit now", "extraneous characters"),
+    ]
+    for line, want in cases:
+        r = monitor(vm, line)
+        check_eq(r.returncode, 1, f"{line!r} exit status ({r.stdout!r})")
+        check_in(want, r.stdout, line)
+    check_eq(monitor(vm, "info", "migrate_parameters").stdout, before,
+             "parameters unchanged")
+    check_eq(monitor(vm, "info", "migrate_capabilities").stdout, caps,
+             "capabilities unchanged")
+    check_eq(vm.status(), "running", "still running (and not quit)")
+    check_eq(vm.quit(), 0, "exit")
+
+
+def test_monitor_plain_qmp_peer():
+    """A peer with only QEMU's human-monitor-command (a stand-in server):
+    `ferry monitor` falls back to it and takes "Error:" as a failure."""
+    import socket
+    import threading
+    path = tmp_path("fake-qemu.qmp")
+    ls = socket.socket(socket.AF_UNIX)
+    ls.bind(path)
+    ls.listen(4)
+    seen = []
+
+    def requests(c):
+        """JSON values as they come (QMP needs no newlines)."""
+        buf, dec = "", json.JSONDecoder()
+        while True:
+            buf = buf.lstrip()
+            try:
+                v, end = dec.raw_decode(buf)
+            except ValueError:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk.decode()
+                continue
+            buf = buf[end:]
+            yield v
+
+    def serve():
+        for _ in range(2):
+            c, _ = ls.accept()
+            f = c.makefile("w")
+            f.write(json.dumps({"QMP": {"version": {"qemu": {
+                "major": 7, "minor": 2, "micro": 0}, "package": ""},
+                "capabilities": []}}) + "\n")
+            f.flush()
+            for req in requests(c):
+                seen.append(req["execute"])
+                if req["execute"] == "qmp_capabilities":
+                    resp = {"return": {}}
+                elif req["execute"] == "human-monitor-command":
+                    cl = req["arguments"]["command-line"]
+                    resp = {"return": "Error: boom\n" if cl == "bad"
+                            else "VM status: running\n"}
+                else:
+                    resp = {"error": {"class": "CommandNotFound",
+                                      "desc": "no"}}
+                if "id" in req:
+                    resp["id"] = req["id"]
+                f.write(json.dumps(resp) + "\n")
+                f.flush()
+            c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    r = ferry("monitor", path, "info status")
+    check_eq((r.returncode, r.stdout), (0, "VM status: running\n"), "ok line")
+    r = ferry("monitor", path, "bad")
+    check_eq((r.returncode, r.stdout), (1, "Error: boom\n"), "error line")
+    check_in("x-ferry-human-monitor-command", seen, "tried ferry's first")
+    check_in("human-monitor-command", seen, "then QEMU's")
+    t.join(10)
+    ls.close()
+
+
 def test_hmp_interactive_and_detached():
     dst = VM(incoming="tcp:127.0.0.1:0", **CFG)
     src = VM(**CFG)
@@ -375,7 +610,10 @@ def test_hmp_interactive_and_detached():
 
 def test_monitor_stdio():
     qmp_path = tmp_path("stdio.qmp")
+    wl = "random,seed=8,wss=8M"
+    dst = VM(incoming="tcp:127.0.0.1:0", ram="32M", vcpus=1, workload=wl)
     p = subprocess.Popen([FERRY, "run", "--ram", "32M", "--monitor", "stdio",
+                          "--workload", wl,
                           "--qmp", f"unix:{qmp_path}", "-S"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
@@ -400,14 +638,30 @@ def test_monitor_stdio():
                            ("cont", ""), ("info status", "VM status: running\n"),
                            ("migrate_set_capability events on", ""),
                            ("info migrate_capabilities", "events: on"),
-                           ("nonsense", "unknown command: 'nonsense'")]:
+                           ("nonsense", "unknown command: 'nonsense'"),
+                           ("migrate_set_parameter downtime-limit 250", ""),
+                           ("info migrate_parameters",
+                            "downtime-limit: 250 ms"),
+                           ("migrate_cancel", ""),
+                           # A synchronous migrate: the prompt comes back
+                           # once it is over.
+                           (f"migrate {dst.incoming_uri()}", ""),
+                           ("info migrate", "Migration status: completed"),
+                           ("info status",
+                            "VM status: paused (postmigrate)")]:
             p.stdin.write((line + "\n").encode())
             p.stdin.flush()
-            out = read_until_prompt()
-            check_in(want, out, line)
+            out = read_until_prompt(60)
+            if want:
+                check_in(want, out, line)
+            else:
+                check_eq(out, "(ferry) ", line)
+        dst.wait_migration(want="completed")
+        check_eq(dst.status(), "running", "destination")
         p.stdin.write(b"quit\n")
         p.stdin.flush()
         check_eq(p.wait(20 * SLOW), 0, "exit status")
+        check_eq(dst.quit(), 0, "destination exit status")
     finally:
         if p.poll() is None:
             p.kill()
@@ -464,6 +718,83 @@ def test_ferry_migrate_cli():
         check_eq(vm.quit(), 0, "exit")
 
 
+def test_ferry_migrate_progress_bar():
+    """Without a terminal the bar is a line a second on stderr; on a
+    terminal it is redrawn in place. Either way: percent, throughput, dirty
+    rate, remaining, pass and expected downtime."""
+    # 48 MiB of random data (--ram-file) at 24 MiB/s: about two seconds.
+    fill = tmp_path("bar-fill.bin")
+    with open(fill, "wb") as f:
+        f.write(os.urandom(48 << 20))
+    cfg = dict(ram="64M", vcpus=2, workload="random,seed=5,wss=8M,rate=4000p")
+    dst = VM(incoming="tcp:127.0.0.1:0", **cfg)
+    src = VM(extra=["--ram-file", fill], **cfg)
+    r = ferry("migrate", "--qmp", src.qmp_path, "--max-bandwidth",
+              str(24 << 20), dst.incoming_uri())
+    check_eq(r.returncode, 0, f"exit status; stderr {r.stderr}")
+    bars = [l for l in r.stderr.splitlines() if l.startswith("[")]
+    check(len(bars) >= 2, f"a line a second: {r.stderr!r}")
+    for l in bars:
+        for part in ("%", "/s, dirty ", "/s, left ", ", pass ",
+                     ", exp. downtime ", " ms, "):
+            check_in(part, l, "bar line")
+    check(any("active" in l and " 0.0%" not in l for l in bars),
+          f"progress while active: {bars}")
+    check("\r" not in r.stderr, "no redraw without a terminal")
+    dst.wait_migration(want="completed")
+
+    # On a terminal (a pty as stderr).
+    back = VM(incoming="tcp:127.0.0.1:0", **cfg)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([FERRY, "migrate", "--qmp", dst.qmp_path,
+                          "--max-bandwidth", str(32 << 20),
+                          back.incoming_uri()],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=slave)
+    os.close(slave)
+    tty = b""
+    while True:
+        ready = select.select([master], [], [], 60 * SLOW)[0]
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        tty += chunk
+    out = p.communicate(timeout=30 * SLOW)[0].decode()
+    os.close(master)
+    check_eq(p.returncode, 0, "exit status on a terminal")
+    text = tty.decode(errors="replace")
+    check(text.count("\r\x1b[K") >= 3, f"redrawn in place: {text[:300]!r}")
+    check_in("Migration completed", out, "the summary on stdout")
+    for vm in (src, dst, back):
+        check_eq(vm.quit(), 0, "exit")
+
+
+def test_ferry_migrate_interrupt():
+    """Ctrl-C (SIGINT) cancels the migration, waits for it to end, and
+    exits 1; the VM goes on running."""
+    dst = VM(incoming="tcp:127.0.0.1:0", **SLOW_CFG)
+    src = VM(**SLOW_CFG)
+    p = subprocess.Popen([FERRY, "migrate", "--qmp", src.qmp_path,
+                          "--max-bandwidth", str(4 << 20),
+                          dst.incoming_uri()],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    src.wait_status("active")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30 * SLOW)
+    check_eq(p.returncode, 1, "exit status")
+    check_in("Migration cancelled", err.decode(), "says so")
+    check_eq(src.mig_status(), "cancelled", "status")
+    check_eq(src.status(), "running", "the VM runs on")
+    check_eq(src.quit(), 0, "exit")
+    dst.kill()
+
+
 def test_ferry_run_options():
     for args, want in [
             (["--ram", "lots"], "lots"),
@@ -491,9 +822,14 @@ def test_ferry_run_options():
 if __name__ == "__main__":
     for t in (test_qmp_protocol, test_run_states_and_events,
               test_debug_commands, test_capabilities_and_parameters,
+              test_qmp_bad_arguments, test_migration_events,
+              test_events_need_the_capability,
               test_migrate_commands, test_pause_before_switchover,
-              test_hmp_via_ferry_monitor, test_hmp_interactive_and_detached,
+              test_hmp_via_ferry_monitor, test_hmp_bad_arguments,
+              test_monitor_plain_qmp_peer,
+              test_hmp_interactive_and_detached,
               test_monitor_stdio, test_ferry_migrate_cli,
+              test_ferry_migrate_progress_bar, test_ferry_migrate_interrupt,
               test_ferry_run_options):
         run(t)
     done()
