@@ -105,6 +105,18 @@ def cmd(name, **args):
             return r["return"]
         if "error" in r:
             raise SystemExit("QMP %s: %s" % (name, r["error"]))
+# The guest boots through the BIOS first: under load that can take seconds
+# of TCG. Migrating before its loop runs would send a guest that dirties
+# nothing, and the migration would end at the first pass. So wait until the
+# byte it increments at 16 MiB changes.
+def wait_dirtying(cmd):
+    def byte():
+        return cmd("human-monitor-command", **{"command-line": "xp /1bx 0x1000000"})
+    first, t0 = byte(), time.time()
+    while byte() == first:
+        if time.time() - t0 > 120:
+            raise SystemExit("the guest never started writing its pages")
+        time.sleep(0.05)
 def status():
     return cmd("query-migrate")
 cmd("qmp_capabilities")
@@ -117,7 +129,7 @@ if mode == "xbzrle":
     cmd("migrate-set-capabilities", capabilities=[{"capability": "xbzrle", "state": True}])
     cmd("migrate-set-parameters", **{"downtime-limit": 1, "max-bandwidth": 256 << 10})
     cmd("cont")
-    time.sleep(0.3)
+    wait_dirtying(cmd)
 cmd("migrate", uri="exec:cat > " + stream)
 t0 = time.time()
 while True:
@@ -166,6 +178,19 @@ class Qmp:
             if "error" in r:
                 raise SystemExit("QMP %s: %s" % (name, r["error"]))
 
+# The guest boots through the BIOS first: under load that can take seconds
+# of TCG. Migrating before its loop runs would send a guest that dirties
+# nothing, and the migration would end at the first pass. So wait until the
+# byte it increments at 16 MiB changes.
+def wait_dirtying(cmd):
+    def byte():
+        return cmd("human-monitor-command", **{"command-line": "xp /1bx 0x1000000"})
+    first, t0 = byte(), time.time()
+    while byte() == first:
+        if time.time() - t0 > 120:
+            raise SystemExit("the guest never started writing its pages")
+        time.sleep(0.05)
+
 def pump(a, b, rec):
     try:
         while True:
@@ -212,7 +237,7 @@ dst.cmd("migrate-incoming", uri="unix:" + dst_sock)
 # a 1 ms downtime allows), so it iterates until postcopy is started
 src.cmd("migrate-set-parameters", **{"max-bandwidth": 4 << 20, "downtime-limit": 1})
 src.cmd("cont")
-time.sleep(0.3)
+wait_dirtying(src.cmd)
 src.cmd("migrate", uri="unix:" + proxy_sock)
 t0 = time.time()
 while True:

@@ -113,10 +113,11 @@ static int64_t now_ms(void)
 }
 
 /* QEMU's arithmetic: whole MiB first, then per second. */
+/* MB/s, rounded down once at the end (QEMU rounds the MB down first, which
+ * reads 0 for a short window that saw under 256 pages). */
 static int64_t pages_to_mbps(uint64_t pages, int64_t msec)
 {
-    uint64_t mb = (pages * PAGE) >> 20;
-    return (int64_t)(mb * 1000 / (uint64_t)msec);
+    return (int64_t)(pages * PAGE * 1000 / ((uint64_t)msec << 20));
 }
 
 /* ---- the window ---- */

@@ -38,6 +38,7 @@
 #include "migration/converge.h"
 #include "migration/mig-multifd.h"
 #include "migration/mig-postcopy.h"
+#include "migration/mig-connect.h"
 #include "migration/migration-int.h"
 
 #define COUNTER_WINDOW_MS 100 /* QEMU's BUFFER_DELAY */
@@ -78,7 +79,7 @@ static int out_connect(Out *o, FyError **errp)
     FyMigration *m = o->m;
     if (fy_mig_mfd_out_before_main(m, errp) < 0)
         return -1;
-    FyChannel *c = fy_channel_open_outgoing(m->uri, errp);
+    FyChannel *c = fy_mig_connect(m, errp);
     if (!c)
         return -1;
     pthread_mutex_lock(&m->lock);
@@ -222,6 +223,11 @@ static void update_counters(Out *o, uint64_t pending)
     o->win_pages = pages;
 }
 
+static bool vm_paused(FyMigration *m)
+{
+    return m->vm->is_running && !m->vm->is_running(m->vm_opaque);
+}
+
 static int out_iterate(Out *o, FyError **errp)
 {
     FySaveState *ss = o->m->ss;
@@ -235,10 +241,13 @@ static int out_iterate(Out *o, FyError **errp)
         fy_mig_converge_iteration(o->m);
         fy_savevm_state_pending_estimate(ss, &must, &can);
         update_counters(o, must + can);
-        if (must + can <= o->threshold) {
+        /* A paused guest dirties nothing: send it all before the switchover,
+         * whose downtime is then the device state alone (issue 5). */
+        uint64_t thr = vm_paused(o->m) ? 0 : o->threshold;
+        if (must + can <= thr) {
             must = can = 0;
             fy_mig_converge_pending_exact(o->m, &must, &can);
-            if (must + can <= o->threshold)
+            if (must + can <= thr)
                 return 0;
         }
         if (fy_savevm_state_iterate(ss, o->f, errp) < 0)

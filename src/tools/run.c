@@ -34,6 +34,8 @@ typedef struct RunOptions {
     const char *machine_type;
     const char *ram_file;
     bool snapshot;
+    bool has_uuid;
+    uint8_t uuid[16];
 } RunOptions;
 
 static void usage(FILE *f)
@@ -62,6 +64,8 @@ static void usage(FILE *f)
 "                           file:), or for migrate-incoming with defer\n"
 "  -S                       do not start the VM (also not after an incoming\n"
 "                           migration: `cont` starts it)\n"
+"  --uuid UUID              the VM's UUID (checked by the destination with\n"
+"                           the validate-uuid capability)\n"
 "\n"
 "debug options:\n"
 "  --timer-period NS        the guest timer's period (0: off)\n"
@@ -82,6 +86,31 @@ static int parse_u64(const char *s, uint64_t *out)
     if (errno || end == s || *end || *s == '-')
         return -1;
     *out = v;
+    return 0;
+}
+
+/* xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as QEMU's -uuid takes it. */
+static int parse_uuid(const char *s, uint8_t out[16])
+{
+    static const int dash[] = { 8, 13, 18, 23 };
+    if (strlen(s) != 36)
+        return -1;
+    for (int i = 0, d = 0, n = 0; i < 36; i++) {
+        if (d < 4 && i == dash[d]) {
+            if (s[i] != '-')
+                return -1;
+            d++;
+            continue;
+        }
+        char c = s[i];
+        int v = c >= '0' && c <= '9' ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (v < 0)
+            return -1;
+        out[n / 2] = (uint8_t)(n % 2 ? out[n / 2] | v : v << 4);
+        n++;
+    }
     return 0;
 }
 
@@ -141,7 +170,7 @@ static int parse_ram_block(const char *arg, FyMachineConfig *c, FyError **errp)
 enum {
     OPT_RAM = 256, OPT_RAM_BLOCK, OPT_VCPUS, OPT_WORKLOAD, OPT_SERIAL,
     OPT_SERIAL_EVERY, OPT_DIRTY, OPT_QMP, OPT_MONITOR, OPT_INCOMING,
-    OPT_TIMER, OPT_MTYPE, OPT_SNAPSHOT, OPT_RAM_FILE,
+    OPT_TIMER, OPT_MTYPE, OPT_SNAPSHOT, OPT_RAM_FILE, OPT_UUID,
 };
 
 static const struct option long_opts[] = {
@@ -159,6 +188,7 @@ static const struct option long_opts[] = {
     { "timer-period", required_argument, NULL, OPT_TIMER },
     { "machine-type", required_argument, NULL, OPT_MTYPE },
     { "debug-switchover-snapshot", no_argument, NULL, OPT_SNAPSHOT },
+    { "uuid", required_argument, NULL, OPT_UUID },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -228,6 +258,14 @@ static int apply_option(int opt, const char *arg, RunOptions *o,
         return 0;
     case OPT_SNAPSHOT:
         o->snapshot = true;
+        return 0;
+    case OPT_UUID:
+        if (parse_uuid(arg, o->uuid) < 0) {
+            fy_error_setg(errp, "--uuid: expected xxxxxxxx-xxxx-xxxx-xxxx-"
+                          "xxxxxxxxxxxx (hex), got '%s'", arg);
+            return -1;
+        }
+        o->has_uuid = true;
         return 0;
     }
     return -1;
@@ -410,6 +448,8 @@ int cmd_run(int argc, char **argv)
 
     if (run_vm_init(&rv, &o.cfg, o.machine_type, &err) < 0)
         goto out;
+    if (o.has_uuid)
+        memcpy(fy_savevm_config(rv.ss)->uuid, o.uuid, sizeof(o.uuid));
     if (o.ram_file && run_vm_fill_ram(&rv, o.ram_file, &err) < 0)
         goto out;
     /* The incoming side listens before QMP serves, so the first client

@@ -666,4 +666,196 @@ static inline void check_qemu_fixture(const char *dir, const QemuFixture *f)
     json_decref(desc);
 }
 
+/* ---------------------------------------------------------------- big streams */
+
+/* A stream of any size, written as it is made (constant memory), for the
+ * streaming tests and for measuring: one RAM block "pc.ram" of `mib` MiB,
+ * sent in two passes of PART sections of 256 pages each, as QEMU does it.
+ * Pass 1 sends every page as PAGE (contents big_page()); then a
+ * MULTIFD_FLUSH; pass 2 sends every 7th page (pg % 7 == 3) as ZERO and
+ * every 16th (pg % 16 == 5, when not zeroed) as an XBZRLE delta that
+ * changes 8 bytes; then the END section, a device "dev" (a uint32), EOF and
+ * the description. big_page_final() is what each page holds at the end. */
+#define BIG_PER_SECTION 256
+
+static inline void big_page(uint8_t *p, uint64_t pg)
+{
+    uint64_t *w = (uint64_t *)(void *)p;
+    for (int i = 0; i < 512; i++)
+        w[i] = pg * 0x9e3779b97f4a7c15ull + (uint64_t)i;
+}
+
+static inline bool big_zeroed(uint64_t pg) { return pg % 7 == 3; }
+static inline bool big_patched(uint64_t pg) { return !big_zeroed(pg) && pg % 16 == 5; }
+static inline size_t big_patch_off(uint64_t pg) { return (size_t)(pg % 500) * 8; }
+
+static inline void big_page_final(uint8_t *p, uint64_t pg)
+{
+    if (big_zeroed(pg)) {
+        memset(p, 0, 4096);
+        return;
+    }
+    big_page(p, pg);
+    if (big_patched(pg))
+        memset(p + big_patch_off(pg), 0xa5, 8);
+}
+
+typedef struct BigOut {
+    FILE *f;
+    uint64_t bytes;
+    bool err;
+} BigOut;
+
+static inline void big_raw(BigOut *o, const void *p, size_t n)
+{
+    if (n && fwrite(p, 1, n, o->f) != n)
+        o->err = true;
+    o->bytes += n;
+}
+
+static inline void big_be(BigOut *o, uint64_t v, int n)
+{
+    uint8_t b[8];
+    for (int i = 0; i < n; i++)
+        b[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    big_raw(o, b, (size_t)n);
+}
+
+static inline void big_u8(BigOut *o, uint8_t v) { big_raw(o, &v, 1); }
+
+static inline void big_str(BigOut *o, const char *s)
+{
+    big_u8(o, (uint8_t)strlen(s));
+    big_raw(o, s, strlen(s));
+}
+
+static inline void big_footer(BigOut *o, uint32_t id)
+{
+    big_u8(o, 0x7e);
+    big_be(o, id, 4);
+}
+
+/* One pass over the pages for which want(pg) holds; `last` makes its final
+ * section an END (0x03) record. */
+static inline void big_pass(BigOut *o, uint64_t npages, int pass, bool last)
+{
+    uint8_t page[4096];
+    uint64_t pg = 0;
+    while (pg < npages) {
+        uint64_t sent = 0;
+        bool first = true;
+        big_u8(o, 0x02);
+        big_be(o, 2, 4);
+        for (; pg < npages && sent < BIG_PER_SECTION; pg++) {
+            uint64_t flags = first ? 0 : 0x20;
+            if (pass == 1) {
+                big_be(o, pg * 4096 | 0x08 | flags, 8);
+                if (first)
+                    big_str(o, "pc.ram");
+                big_page(page, pg);
+                big_raw(o, page, 4096);
+            } else if (big_zeroed(pg)) {
+                big_be(o, pg * 4096 | 0x02 | flags, 8);
+                if (first)
+                    big_str(o, "pc.ram");
+                big_u8(o, 0);
+            } else if (big_patched(pg)) {
+                size_t off = big_patch_off(pg);
+                uint8_t enc[16];
+                size_t n = 0;
+                if (off < 0x80) {
+                    enc[n++] = (uint8_t)off;
+                } else {
+                    enc[n++] = (uint8_t)(0x80 | (off & 0x7f));
+                    enc[n++] = (uint8_t)(off >> 7);
+                }
+                enc[n++] = 8;
+                memset(enc + n, 0xa5, 8);
+                n += 8;
+                big_be(o, pg * 4096 | 0x40 | flags, 8);
+                if (first)
+                    big_str(o, "pc.ram");
+                big_u8(o, 1);
+                big_be(o, n, 2);
+                big_raw(o, enc, n);
+            } else {
+                continue;
+            }
+            first = false;
+            sent++;
+        }
+        if (pass == 1 && pg >= npages)
+            big_be(o, 0x200, 8); /* MULTIFD_FLUSH at the end of the pass */
+        big_be(o, 0x10, 8);
+        big_footer(o, 2);
+    }
+    if (last) {
+        /* the stop-and-copy RAM section: nothing left to send */
+        big_u8(o, 0x03);
+        big_be(o, 2, 4);
+        big_be(o, 0x10, 8);
+        big_footer(o, 2);
+    }
+}
+
+#define BIG_DESC                                                              \
+    "{\"page_size\": 4096, \"devices\": [{\"name\": \"dev\", \"instance_id\": " \
+    "0, \"vmsd_name\": \"dev\", \"version\": 1, \"fields\": [{\"name\": "    \
+    "\"v\", \"type\": \"uint32\", \"size\": 4}]}]}"
+
+/* Write the whole stream; returns its length, or 0 on a write error.
+ * one_pass: pass 1 only (every page once, as a paused guest's stream). */
+static inline uint64_t big_stream_write(FILE *f, uint64_t mib, bool one_pass)
+{
+    BigOut o = { .f = f };
+    uint64_t npages = mib << 8;
+    big_be(&o, 0x5145564d, 4);
+    big_be(&o, 3, 4);
+    big_u8(&o, 0x07);
+    big_be(&o, 3, 4);
+    big_raw(&o, "big", 3);
+    /* ram START: MEM_SIZE */
+    big_u8(&o, 0x01);
+    big_be(&o, 2, 4);
+    big_str(&o, "ram");
+    big_be(&o, 0, 4);
+    big_be(&o, 4, 4);
+    big_be(&o, (npages * 4096) | 0x04, 8);
+    big_str(&o, "pc.ram");
+    big_be(&o, npages * 4096, 8);
+    big_be(&o, 0x10, 8);
+    big_footer(&o, 2);
+    big_pass(&o, npages, 1, one_pass);
+    if (!one_pass)
+        big_pass(&o, npages, 2, true);
+    /* the device, EOF, the description */
+    big_u8(&o, 0x04);
+    big_be(&o, 3, 4);
+    big_str(&o, "dev");
+    big_be(&o, 0, 4);
+    big_be(&o, 1, 4);
+    big_be(&o, 0xc0ffee, 4);
+    big_footer(&o, 3);
+    big_u8(&o, 0x00);
+    big_u8(&o, 0x06);
+    big_be(&o, strlen(BIG_DESC), 4);
+    big_raw(&o, BIG_DESC, strlen(BIG_DESC));
+    if (fflush(f) != 0)
+        o.err = true;
+    return o.err ? 0 : o.bytes;
+}
+
+/* Pages of each kind big_stream_write sends for `mib` MiB. */
+static inline void big_counts(uint64_t mib, uint64_t *normal, uint64_t *zero,
+                              uint64_t *xbzrle)
+{
+    uint64_t npages = mib << 8;
+    *normal = npages;
+    *zero = *xbzrle = 0;
+    for (uint64_t pg = 0; pg < npages; pg++) {
+        *zero += big_zeroed(pg);
+        *xbzrle += big_patched(pg);
+    }
+}
+
 #endif

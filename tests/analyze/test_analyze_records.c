@@ -440,6 +440,77 @@ static void test_s390_and_htab(void)
     sb_free(&b);
 }
 
+/* A MEM_SIZE listing `n` one-page blocks "b0".."b<n-1>", then a PAGE for
+ * each, named in reverse order (every record looks its block up by name),
+ * *page_off receiving the offset of the first page record. */
+static void many_blocks(Sb *b, int n, size_t *mem_size_off)
+{
+    char name[16];
+    sb_header(b, "m");
+    sb_start(b, 0x01, 2, "ram", 0, 4);
+    *mem_size_off = b->len;
+    sb_be64(b, (uint64_t)n * 4096 | 0x04);
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "b%d", i);
+        sb_str(b, name);
+        sb_be64(b, 4096);
+    }
+    sb_be64(b, 0x10);
+    sb_footer(b, 2);
+    sb_part(b, 0x03, 2);
+    uint8_t page[4096];
+    for (int i = n - 1; i >= 0; i--) {
+        snprintf(name, sizeof(name), "b%d", i);
+        memset(page, i & 0xff, sizeof(page));
+        sb_be64(b, 0x08);
+        sb_str(b, name);
+        sb_raw(b, page, sizeof(page));
+    }
+    sb_be64(b, 0x10);
+    sb_footer(b, 2);
+    sb_end(b, "{\"page_size\": 4096, \"devices\": []}");
+}
+
+/* Thousands of RAM blocks (the most there may be): every record finds its
+ * own block by name; one more than that is refused where MEM_SIZE lists it. */
+static void test_many_ram_blocks(void)
+{
+    Sb b = { 0 };
+    size_t off;
+    many_blocks(&b, AN_MAX_BLOCKS, &off);
+    An *a = run_mem(&b, false, true);
+    T_ASSERT(!a->failed);
+    if (a->failed)
+        printf("# %s\n", a->err);
+    T_EQ_INT(a->ram.nblocks, AN_MAX_BLOCKS);
+    T_EQ_INT(a->ram.normal, AN_MAX_BLOCKS);
+    int wrong = 0;
+    for (int i = 0; i < a->ram.nblocks; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "b%d", i);
+        AnBlock *blk = a->ram.blocks[i];
+        wrong += strcmp(blk->name, name) != 0 || blk->normal != 1 ||
+                 an_ram_block(a, (const uint8_t *)name, strlen(name)) != blk;
+    }
+    T_EQ_INT(wrong, 0);
+    T_ASSERT(an_ram_block(a, (const uint8_t *)"b4096", 5) == NULL);
+    an_free(a);
+    sb_free(&b);
+
+    Sb c = { 0 };
+    many_blocks(&c, AN_MAX_BLOCKS + 1, &off);
+    a = run_mem(&c, false, true);
+    T_ASSERT(a->failed);
+    /* the 4097th entry: 8 bytes of header, then 4096 entries */
+    uint64_t at = off + 8;
+    for (int i = 0; i < AN_MAX_BLOCKS; i++)
+        at += 1 + (i < 10 ? 2 : i < 100 ? 3 : i < 1000 ? 4 : 5) + 8;
+    T_EQ_INT(a->err_off, at);
+    T_CONTAINS(a->err, "MEM_SIZE record: more than 4096 RAM blocks");
+    an_free(a);
+    sb_free(&c);
+}
+
 int main(void)
 {
     T_RUN(test_every_command);
@@ -447,5 +518,6 @@ int main(void)
     T_RUN(test_configuration_subsections);
     T_RUN(test_no_footers);
     T_RUN(test_s390_and_htab);
+    T_RUN(test_many_ram_blocks);
     return t_done();
 }

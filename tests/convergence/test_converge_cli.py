@@ -74,11 +74,16 @@ def test_xbzrle_converges():
         capture_output=True, text=True, timeout=300 * SLOW)
     check_eq(r.returncode, 0, f"exit status; stderr {r.stderr[-2000:]}")
     check_in(", xbzrle ", r.stderr, "the bar shows XBZRLE")
+    check_in(", dirty ", r.stderr, "the bar shows the dirty rate")
     check_in("  xbzrle        ", r.stdout, "summary")
     dst.wait_migration(want="completed")
     same_ram(src, dst)
     x = src.query_migrate()["xbzrle-cache"]
     check(x["pages"] > 0 and x["cache-size"] == 32 << 20, f"xbzrle: {x}")
+    out = src.cmd("human-monitor-command", {"command-line": "info migrate"})
+    for line in ("xbzrle pages: ", "xbzrle cache miss: ",
+                 "xbzrle encoding rate: ", "dirty rate: "):
+        check_in(line, out, "info migrate")
     for vm in (src, dst):
         check_eq(vm.quit(), 0, "exit")
 

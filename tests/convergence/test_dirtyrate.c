@@ -3,7 +3,10 @@
  *
  * page-sampling runs over a real memfd region that a thread writes at a
  * known page rate; dirty-bitmap over a fake VM whose dirty log is a bitmap
- * a "guest" thread sets bits in; dirty-ring over per-vCPU counters that grow
+ * a "guest" thread sets bits in (the log's sync first makes every store
+ * the guest owes by now, as a vCPU's stores are made before its dirty log
+ * is read: a guest thread starved by a loaded host, ASan-slowed, cannot
+ * make the measured rate look lower than the rate it runs at); dirty-ring over per-vCPU counters that grow
  * at known rates; the borrow path with a migration's counter, including a
  * borrow change in the middle of a measurement. Rates are checked against
  * what was written within 0.5x..2x (timing on a shared machine varies).
@@ -112,7 +115,9 @@ static void region_fini(Region *r)
 
 /* Writes one byte in page after page (never the same page twice within a
  * wrap) at pages_per_s, catching up after any delay. Optionally, instead
- * of memory, it "dirties" through a callback. */
+ * of memory, it "dirties" through a callback. writer_catch_up() makes the
+ * stores owed by now, from the writer thread or from whoever needs them
+ * made (a dirty log sync). */
 typedef struct Writer {
     uint8_t *mem;
     uint64_t pages;
@@ -121,24 +126,32 @@ typedef struct Writer {
     void *opaque;
     bool stop;                 /* atomic */
     pthread_t th;
+    pthread_mutex_t mu;
+    int64_t t0;                /* (mu) */
+    uint64_t done;             /* (mu) stores made */
 } Writer;
+
+static void writer_catch_up(Writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t target = (uint64_t)((double)(now_ms() - w->t0) *
+                                 w->pages_per_s / 1000.0);
+    for (; w->done < target; w->done++) {
+        uint64_t p = w->done % w->pages;
+        if (w->dirty)
+            w->dirty(w->opaque, p);
+        else
+            w->mem[p * PAGE + (w->done / w->pages) % PAGE]++;
+    }
+    pthread_mutex_unlock(&w->mu);
+}
 
 static void *writer_main(void *arg)
 {
     Writer *w = arg;
-    int64_t t0 = now_ms();
-    uint64_t done = 0;
 
     while (!__atomic_load_n(&w->stop, __ATOMIC_RELAXED)) {
-        uint64_t target = (uint64_t)((double)(now_ms() - t0) *
-                                     w->pages_per_s / 1000.0);
-        for (; done < target; done++) {
-            uint64_t p = done % w->pages;
-            if (w->dirty)
-                w->dirty(w->opaque, p);
-            else
-                w->mem[p * PAGE + (done / w->pages) % PAGE]++;
-        }
+        writer_catch_up(w);
         sleep_ms(1);
     }
     return NULL;
@@ -147,6 +160,9 @@ static void *writer_main(void *arg)
 static void writer_start(Writer *w)
 {
     __atomic_store_n(&w->stop, false, __ATOMIC_RELAXED);
+    pthread_mutex_init(&w->mu, NULL);
+    w->t0 = now_ms();
+    w->done = 0;
     pthread_create(&w->th, NULL, writer_main, w);
 }
 
@@ -154,6 +170,7 @@ static void writer_stop(Writer *w)
 {
     __atomic_store_n(&w->stop, true, __ATOMIC_RELAXED);
     pthread_join(w->th, NULL);
+    pthread_mutex_destroy(&w->mu);
 }
 
 /* ---- a fake VM whose dirty log is a bitmap ---- */
@@ -168,6 +185,7 @@ typedef struct FakeVM {
     int vcpus;
     double vcpu_rate[4];       /* pages/s, for the dirty-ring counters */
     int64_t vcpu_t0;
+    Writer *guest;             /* its owed stores are made at each sync */
 } FakeVM;
 
 static int fake_stop(void *o, FyError **e) { (void)o; (void)e; return 0; }
@@ -204,6 +222,8 @@ static int fake_log_sync(void *o, FyRamBlock *rb, unsigned long *bitmap,
     (void)e;
     if (b < 0 || b >= vm->nblocks)
         return -1;
+    if (vm->guest)
+        writer_catch_up(vm->guest);
     for (size_t i = 0; i < longs; i++)
         bitmap[i] |= __atomic_exchange_n(&vm->log[b][i], 0, __ATOMIC_RELAXED);
     __atomic_add_fetch(&vm->syncs, 1, __ATOMIC_RELAXED);
@@ -452,10 +472,12 @@ static void test_dirty_bitmap(void)
     w.opaque = &vm;
 
     writer_start(&w);
+    vm.guest = &w;
     T_EQ_INT(calc(dr, "{\"calc-time\": 1000, \"calc-time-unit\": "
                       "\"millisecond\", \"mode\": \"dirty-bitmap\"}", &err), 0);
     T_ASSERT(err == NULL);
     T_ASSERT(fy_dirtyrate_wait(dr, 30000));
+    vm.guest = NULL;
     writer_stop(&w);
 
     q = fy_dirtyrate_query(dr);

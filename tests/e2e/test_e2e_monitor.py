@@ -239,6 +239,43 @@ def test_migrate_commands():
     check_eq(dst.quit(), 0, "exit")
 
 
+def test_max_bandwidth_bounds_precopy():
+    """max-bandwidth bounds the iterations: 32 MiB of random RAM at
+    8 MiB/s cannot go out faster than that. Only a lower bound on the time
+    is checked (a loaded machine can only make it slower): the precopy
+    bytes fit in max-bandwidth x the time spent, plus one second of burst
+    allowance. Then the switchover is verified."""
+    fill = tmp_path("bw-fill.bin")
+    with open(fill, "wb") as f:
+        f.write(os.urandom(32 << 20))
+    cfg = dict(ram="64M", vcpus=1, workload="idle")
+    rate = 8 << 20
+    dst = VM(incoming="tcp:127.0.0.1:0", **cfg)
+    src = VM(extra=["--ram-file", fill], **cfg)
+    src.set_params(max_bandwidth=rate)
+    src.cmd("migrate", uri=dst.incoming_uri())
+    info = src.wait_migration(timeout=120, want="completed")
+    dst.wait_migration(want="completed")
+    ram = info["ram"]
+    print(f"# {ram['precopy-bytes']} precopy bytes, {ram['downtime-bytes']} "
+          f"at the switchover, total {info['total-time']} ms, downtime "
+          f"{info['downtime']} ms", flush=True)
+    check(ram["precopy-bytes"] + ram["downtime-bytes"] >= 32 << 20,
+          f"all the random RAM went: {ram}")
+    precopy_ms = info["total-time"] - info["downtime"]
+    check(ram["precopy-bytes"] <= rate * precopy_ms / 1000 + rate,
+          f"precopy at most max-bandwidth: {ram['precopy-bytes']} bytes in "
+          f"{precopy_ms} ms at {rate} bytes/s")
+    check(ram["mbps"] <= rate * 8 / 1e6 * 1.5,
+          f"reported throughput {ram['mbps']} mbps")
+    a = src.cmd("x-ferry-switchover-snapshot")
+    b = dst.cmd("x-ferry-switchover-snapshot")
+    check_eq(b["ram"], a["ram"], "RAM at the switchover")
+    check_eq(b["devices"], a["devices"], "devices at the switchover")
+    for vm in (src, dst):
+        check_eq(vm.quit(), 0, "exit")
+
+
 def test_pause_before_switchover():
     dst = VM(incoming="tcp:127.0.0.1:0", paused=True, **CFG)
     src = VM(**CFG)
@@ -804,6 +841,8 @@ def test_ferry_run_options():
             (["--dirty-tracking", "magic"], "magic"),
             (["--monitor", "tcp:1"], "--monitor"),
             (["--bogus"], "bogus"),
+            (["--uuid", "6ba7b810-9dad-11d1-80b4-00c04fd430cz"], "--uuid"),
+            (["--uuid", "6ba7b8109dad-11d1-80b4-00c04fd430c8-"], "--uuid"),
             (["extra"], "extra"),
     ]:
         r = ferry("run", *args)
@@ -824,7 +863,8 @@ if __name__ == "__main__":
               test_debug_commands, test_capabilities_and_parameters,
               test_qmp_bad_arguments, test_migration_events,
               test_events_need_the_capability,
-              test_migrate_commands, test_pause_before_switchover,
+              test_migrate_commands, test_max_bandwidth_bounds_precopy,
+              test_pause_before_switchover,
               test_hmp_via_ferry_monitor, test_hmp_bad_arguments,
               test_monitor_plain_qmp_peer,
               test_hmp_interactive_and_detached,

@@ -336,7 +336,7 @@ static void run_proxy_case(int mode, const char *want1, const char *want2)
 {
     Pair p;
     pair_new(&p, NULL, NULL);
-    char dpath[128], in_uri[160], out_uri[160];
+    char dpath[108], in_uri[160], out_uri[160]; /* a sun_path */
     tvm_path(dpath, sizeof(dpath), "sock");
     snprintf(in_uri, sizeof(in_uri), "unix:%s", dpath);
     Proxy px;
