@@ -138,6 +138,16 @@ bool fy_migration_vm_stale(FyMigration *m, FyError **errp)
     return stale;
 }
 
+int fy_mig_pc_may_migrate(FyMigration *m, FyError **errp)
+{
+    FyError *err = NULL;
+    if (!fy_migration_vm_stale(m, &err))
+        return 0;
+    fy_error_prepend(&err, "refusing to migrate this VM: ");
+    fy_error_propagate(errp, err);
+    return -1;
+}
+
 /* ---- commands ---- */
 
 int fy_mig_pc_cancel_check(FyMigration *m, FyError **errp)

@@ -577,6 +577,8 @@ int fy_migrate(FyMigration *m, const char *uri, bool resume, FyError **errp)
     FyUri u;
     if (resume)
         return fy_mig_pc_resume(m, uri, errp);
+    if (fy_mig_pc_may_migrate(m, errp) < 0)
+        return -1;
     if (fy_uri_parse(uri, &u, errp) < 0)
         return -1;
     fy_uri_clear(&u);

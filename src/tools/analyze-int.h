@@ -45,7 +45,6 @@
 /* ---------------------------------------------------------------- reader */
 
 #define AN_BUF_SIZE (4u << 20)  /* read in big chunks: page-cache speed */
-#define AN_PIPE_SIZE (1u << 20) /* input pipe buffer, when we may set it */
 #define AN_LOOKAHEAD 300        /* bytes a footer check may peek past it */
 
 typedef struct AnRd {

@@ -27,21 +27,7 @@ int rd_init_fd(AnRd *r, int fd)
     r->cap = AN_BUF_SIZE;
     r->own_buf = true;
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    /* A pipe's writer may run this far ahead while we decode (the default
-     * 64 KiB makes the two take turns). Fails harmlessly on a file. */
-    (void)fcntl(fd, F_SETPIPE_SZ, AN_PIPE_SIZE);
     return 0;
-}
-
-/* Ask the kernel to start reading the next chunks of a file now, so the
- * disk works while we decode this one (readahead alone stops a few hundred
- * KiB ahead, and decoding a 4 MiB chunk would leave the disk idle). On a
- * pipe lseek fails and nothing is asked. */
-static void read_ahead(AnRd *r)
-{
-    off_t cur = lseek(r->fd, 0, SEEK_CUR);
-    if (cur >= 0)
-        (void)posix_fadvise(r->fd, cur, 2 * (off_t)AN_BUF_SIZE, POSIX_FADV_WILLNEED);
 }
 
 void rd_init_mem(AnRd *r, const void *data, size_t len, uint64_t base)
@@ -93,8 +79,6 @@ bool rd_fill_slow(AnRd *r, size_t n)
             break;
         }
         r->len += (size_t)got;
-        if ((size_t)got >= AN_BUF_SIZE / 2)
-            read_ahead(r);
     }
     return r->len - r->pos >= n;
 }

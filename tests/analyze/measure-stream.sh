@@ -32,6 +32,7 @@ F1=$T/one-pass.mig
 SIZE=$(stat -c %s "$F")
 echo "stream: $SIZE bytes ($MIB MiB of RAM pages), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 drop() { for f in "$F" "$F1"; do dd if="$f" iflag=nocache count=0 status=none; done; }
+clean() { rm -rf "$T/x" "$T/copy"; sync; } # outside the timing
 one() { # LABEL COLD(1/0) SHELL-COMMAND
     [ "$2" = 1 ] && drop
     /usr/bin/time -f "%e %M" -o "$T/t" sh -c "$3" > /dev/null
@@ -47,10 +48,10 @@ for cold in 1 0; do
         one "analyze--summary" "$cold" "'$FERRY' analyze -q --summary '$F'"
         one "cat|cat" "$cold" "cat '$F' | cat"
         one "cat|analyze--check-" "$cold" "cat '$F' | '$FERRY' analyze -q --check -"
-        one "cp+sync" "$cold" "rm -f '$T/copy'; sync; cp '$F1' '$T/copy' && sync"
-        one "analyze-x+sync(one-pass stream)" "$cold" "rm -rf '$T/x' '$T/copy'; sync; '$FERRY' analyze -q -x '$T/x' '$F1' && sync"
-        one "analyze-x+sync" "$cold" "rm -rf '$T/x'; sync; '$FERRY' analyze -q -x '$T/x' '$F' && sync"
-        rm -rf "$T/x" "$T/copy"
+        clean; one "cp+sync" "$cold" "cp '$F1' '$T/copy' && sync"
+        clean; one "analyze-x+sync(one-pass)" "$cold" "'$FERRY' analyze -q -x '$T/x' '$F1' && sync"
+        clean; one "analyze-x+sync" "$cold" "'$FERRY' analyze -q -x '$T/x' '$F' && sync"
+        clean
         r=$((r + 1))
     done
 done
