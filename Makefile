@@ -38,6 +38,8 @@ check: deps deps-qemu $(BUILD)/build.ninja $(ASAN_BUILD)/build.ninja
 demo: build
 	scripts/demo $(BUILD)
 
+# ferry and QEMU 7.2 side by side (docs/bench.md); BENCH_QUICK=1 for a first
+# run in a few minutes. Scenario 5 needs root (network namespaces).
 bench: build deps-qemu
 	scripts/bench $(BUILD)
 

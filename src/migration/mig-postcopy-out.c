@@ -405,6 +405,8 @@ static int stream_phase(FyMigration *m, FyStream *f, FyError **errp)
         pthread_mutex_unlock(&m->lock);
         if (c != 2)
             return c;
+        /* max-postcopy-bandwidth applies live, as in QEMU. */
+        fy_ram_postcopy_set_bandwidth(m->rs, postcopy_bandwidth(m));
         int r = fy_savevm_state_iterate_postcopy(m->ss, f, errp);
         if (r >= 0) {
             fy_stream_flush(f);

@@ -453,6 +453,20 @@ def test_validate_uuid_same():
     """validate-uuid with the same UUID on both sides: the migration
     completes (the uuid subsection is sent and checked)."""
     cfg = dict(FAST_CFG, extra=["--uuid", UUID_A])
+    # The stream carries QEMU's configuration/uuid subsection with the
+    # UUID's 16 bytes only with the capability on.
+    raw = bytes.fromhex(UUID_A.replace("-", ""))
+    for on in (False, True):
+        vm = VM(name=f"file-{on}", **cfg)
+        vm.set_caps(validate_uuid=on)
+        path = tmp_path(f"uuid-{on}.img")
+        vm.cmd("migrate", uri=f"file:{path}")
+        vm.wait_migration(want="completed")
+        with open(path, "rb") as f:
+            data = f.read()
+        check_eq(b"configuration/uuid" in data and raw in data, on,
+                 f"uuid subsection with validate-uuid={on}")
+        check_eq(vm.quit(), 0, "exit")
     dst = VM(incoming="defer", name="dst", **cfg)
     dst.set_caps(validate_uuid=True)
     dst.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")

@@ -8,7 +8,9 @@
  * by a thread of its own (the main channel, its return path on the same
  * socket, and the postcopy-preempt channel all pass through). pcx_kill()
  * shuts every forwarded socket down in both directions at once: each peer
- * sees its connection end mid-stream, whatever it was doing.
+ * sees its connection end mid-stream, whatever it was doing. pcx_hold()
+ * stops moving bytes but keeps every socket open: a link that went silent
+ * (packets dropped), which neither peer can tell from a slow one.
  */
 #ifndef PC_PROXY_H
 #define PC_PROXY_H
@@ -40,6 +42,7 @@ struct PcProxy {
     pthread_t thread;
     pthread_mutex_t lock;
     bool dead;
+    bool held;             /* no byte moves any more */
     int npairs;
     PcxPair pairs[PCX_MAX_PAIRS];
     uint64_t bytes;        /* forwarded, both directions */
@@ -76,7 +79,8 @@ static bool pcx_pump(PcxPair *p, int from, int to)
     if (n <= 0)
         return false;
     for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(to, buf + off, (size_t)(n - off));
+        /* MSG_NOSIGNAL: a peer gone is an end, not a SIGPIPE. */
+        ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
         if (w <= 0)
             return false;
         off += w;
@@ -93,8 +97,20 @@ static void *pcx_pair_main(void *opaque)
     struct pollfd pf[2] = { { .fd = p->a, .events = POLLIN },
                             { .fd = p->b, .events = POLLIN } };
     for (;;) {
-        if (poll(pf, 2, -1) < 0)
+        pthread_mutex_lock(&p->px->lock);
+        bool held = p->px->held, dead = p->px->dead;
+        pthread_mutex_unlock(&p->px->lock);
+        if (dead)
             break;
+        if (held) {
+            usleep(50000);
+            continue;
+        }
+        int r = poll(pf, 2, 50);
+        if (r < 0)
+            break;
+        if (r == 0)
+            continue;
         if (pf[0].revents && !pcx_pump(p, p->a, p->b))
             break;
         if (pf[1].revents && !pcx_pump(p, p->b, p->a))
@@ -162,6 +178,14 @@ static inline void pcx_kill(PcProxy *px)
         shutdown(px->pairs[i].a, SHUT_RDWR);
         shutdown(px->pairs[i].b, SHUT_RDWR);
     }
+    pthread_mutex_unlock(&px->lock);
+}
+
+/* The link goes silent: sockets stay open, nothing passes any more. */
+static inline void pcx_hold(PcProxy *px)
+{
+    pthread_mutex_lock(&px->lock);
+    px->held = true;
     pthread_mutex_unlock(&px->lock);
 }
 
