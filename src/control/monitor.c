@@ -357,13 +357,14 @@ void fy_monitor_emit_event(FyMonitor *mon, const char *name, json_t *data)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    json_t *d = data ? json_incref(data) : json_object();
-    /* "o" takes the reference to d, also when packing fails. */
-    json_t *ev = json_pack("{s:s,s:o,s:{s:I,s:I}}", "event", name, "data", d,
+    json_t *ev = json_pack("{s:s,s:{s:I,s:I}}", "event", name,
                            "timestamp", "seconds", (json_int_t)tv.tv_sec,
                            "microseconds", (json_int_t)tv.tv_usec);
     if (!ev)
         return;
+    /* As QEMU: an event without members (STOP, RESUME) has no "data". */
+    if (data && json_object_size(data) > 0)
+        json_object_set(ev, "data", data);
     pthread_mutex_lock(&mon->ev_lock);
     for (int i = 0; i < mon->nlisteners; i++)
         mon->listeners[i].fn(mon->listeners[i].opaque, ev);

@@ -608,7 +608,8 @@ static void test_client_and_events(void)
                  1600000000);
         json_t *us = json_object_get(ts, "microseconds");
         T_ASSERT(json_is_integer(us) && json_integer_value(us) < 1000000);
-        T_ASSERT(json_is_object(json_object_get(ev, "data")));
+        /* As QEMU: no members, no "data". */
+        T_ASSERT(json_object_get(ev, "data") == NULL);
         json_decref(ev);
     }
     char *cls = NULL;
