@@ -47,12 +47,20 @@ fuzz: deps
 	test -f $(FUZZ_BUILD)/build.ninja || \
 	    CC=clang meson setup $(FUZZ_BUILD) --buildtype=debugoptimized -Dfuzz=true
 	meson configure $(FUZZ_BUILD) -Dfuzz=true
-	ninja -C $(FUZZ_BUILD) fuzz/fuzz-loader fuzz/gen-corpus
+	ninja -C $(FUZZ_BUILD) fuzz/fuzz-loader fuzz/gen-corpus \
+	    tests/analyze/fuzz-analyze tests/analyze/gen-analyze-seeds
 	$(FUZZ_BUILD)/fuzz/gen-corpus $(FUZZ_BUILD)/seeds
 	mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/artifacts
 	$(FUZZ_BUILD)/fuzz/fuzz-loader $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/seeds fuzz/corpus \
 	    -dict=fuzz/fuzz-loader.dict -max_total_time=$${FUZZ_SECONDS:-300} -timeout=10 \
 	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/
+	# the analyzer, fuzzed like the loader (FUZZ_SECONDS each)
+	$(FUZZ_BUILD)/tests/analyze/gen-analyze-seeds $(FUZZ_BUILD)/analyze-seeds
+	mkdir -p $(FUZZ_BUILD)/analyze-corpus
+	$(FUZZ_BUILD)/tests/analyze/fuzz-analyze $(FUZZ_BUILD)/analyze-corpus \
+	    $(FUZZ_BUILD)/analyze-seeds -dict=tests/analyze/fuzz-analyze.dict \
+	    -max_total_time=$${FUZZ_SECONDS:-300} -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/analyze-
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -22,7 +22,8 @@
  * the migration is "stalled": MIGRATION_STALL is emitted and, with
  * x-stall-action, it escalates; while it stays stalled it escalates (and
  * emits) again every x-stall-iterations syncs, at most once a second.
- * Progress clears the state; a later stall is a new event.
+ * Progress clears the state, and so does a switch to postcopy (which ends
+ * in bounded time); a later stall is a new event.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -540,6 +541,11 @@ static void stall_check(FyMigration *m, const RunParams *r, uint64_t remaining,
     cv->stall_last_action = action;
     if (strcmp(action, "none") && strncmp(action, "none ", 5))
         cv->stall_escalations++;
+    if (!strcmp(action, "postcopy")) {
+        /* Postcopy ends in a bounded time: no longer a stall. */
+        cv->stalled = false;
+        cv->stall_iters = 0;
+    }
     pthread_mutex_unlock(&cv->mu);
     emit_stall(m, iters, remaining, action);
 }

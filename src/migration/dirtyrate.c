@@ -112,7 +112,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* QEMU's arithmetic: whole MiB first, then per second. */
 /* MB/s, rounded down once at the end (QEMU rounds the MB down first, which
  * reads 0 for a short window that saw under 256 pages). */
 static int64_t pages_to_mbps(uint64_t pages, int64_t msec)

@@ -189,8 +189,19 @@ int fy_mig_handover_send(FyMigration *m, FyMigMfd *mfd, FyError **errp)
         } else {
             r = -1;
             bool refused = rerr && strstr(fy_error_msg(rerr), "refused");
-            fy_error_propagate(errp, (refused || !werr) ? rerr : werr);
-            fy_error_free((refused || !werr) ? werr : rerr);
+            if (refused || !werr || !rerr) {
+                fy_error_propagate(errp, rerr ? rerr : werr);
+                fy_error_free(rerr ? werr : NULL);
+            } else {
+                /* No answer after a failed write (a destination that is
+                 * not in cpr-transfer closes as soon as it reads our
+                 * magic, which may be before we are done writing): the
+                 * missing answer says why, the write error what. */
+                fy_error_setg(errp, "%s; before that: %s", fy_error_msg(rerr),
+                              fy_error_msg(werr));
+                fy_error_free(rerr);
+                fy_error_free(werr);
+            }
         }
     }
     set_handover_chan(m, mfd, NULL);

@@ -11,6 +11,9 @@
  *                  without progress the migration is stalled (event, query,
  *                  HMP) and still active; x-stall-action throttle (set
  *                  live) escalates and it completes
+ *   stall postcopy the same with postcopy-ram on both sides and
+ *                  x-stall-action postcopy: the stall switches it to
+ *                  postcopy, which completes it
  *   auto-converge  the capability alone makes it complete: the throttle
  *                  was raised (initial, then increment), the VM slept
  *   throttle rate  a vCPU paced at 40000 stores/s, held at a 95% throttle
@@ -99,6 +102,38 @@ static void test_stall_then_escalate(void)
     T_EQ_INT(json_integer_value(cvm_q(q, "x-convergence", "throttle", "peak")),
              95);
     json_decref(q);
+    T_ASSERT(cvm_same(src, dst));
+    cvm_free(src);
+    cvm_free(dst);
+}
+
+static void test_stall_to_postcopy(void)
+{
+    FyMachineConfig c = nonconv_config();
+    Cvm *src = cvm_new("src", &c), *dst = cvm_new("dst", &c);
+    char path[128];
+
+    start_warm(src);
+    T_ASSERT(cvm_cap(src, "events", true));
+    T_ASSERT(cvm_cap(src, "postcopy-ram", true));
+    T_ASSERT(cvm_cap(dst, "postcopy-ram", true));
+    T_ASSERT(cvm_params(src, "{\"max-bandwidth\": " BW_32M ", "
+                        "\"downtime-limit\": 100, \"x-stall-iterations\": 3, "
+                        "\"x-stall-action\": \"postcopy\"}"));
+    cvm_begin(src, dst, path, sizeof(path));
+    T_ASSERT(cvm_finish(src, dst, path, TIMEOUT_MS));
+    json_t *q = fy_migration_query(src->mig);
+    json_t *st = cvm_q(q, "x-convergence", "stall", NULL);
+    char *txt = json_dumps(st, JSON_COMPACT);
+    printf("# stall: %s\n", txt);
+    free(txt);
+    T_EQ_STR(json_string_value(json_object_get(st, "last-action")),
+             "postcopy");
+    T_ASSERT(json_integer_value(json_object_get(st, "escalations")) >= 1);
+    T_ASSERT(json_is_false(json_object_get(st, "stalled")));
+    json_decref(q);
+    T_ASSERT(cvm_count_events(src, "MIGRATION_STALL") >= 1);
+    T_ASSERT(cvm_count_events(src, "MIGRATION:postcopy-active") >= 1);
     T_ASSERT(cvm_same(src, dst));
     cvm_free(src);
     cvm_free(dst);
@@ -561,6 +596,7 @@ int main(void)
     T_RUN(test_throttle_lowers_rate);
     T_RUN(test_dirty_limit_capability);
     T_RUN(test_stall_then_escalate);
+    T_RUN(test_stall_to_postcopy);
     T_RUN(test_calc_during_migration);
     return t_done();
 }

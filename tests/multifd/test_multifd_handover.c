@@ -9,12 +9,16 @@
  *               other), device state equal; also with multifd on
  *   refused     tcp, file and exec URIs, a block that is not a shared
  *               memfd, a destination whose mode is normal, a destination
- *               whose block has another size: each fails with a message
- *               that says why, and the source runs on
+ *               whose block has another size, a peer that hangs up at
+ *               once: each fails with a message that says why, and the
+ *               source runs on
  *   rollback    the handover succeeds but the load fails later: the
  *               destination gives the source's memory back (fresh memfds)
  *               so it can never write into it
  */
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include "mfd-mig.h"
 
 static const TvmBlockSpec memfds[] = {
@@ -148,6 +152,46 @@ static void test_destination_not_in_cpr_transfer(void)
     tvm_free(dst);
 }
 
+/* A peer that accepts and hangs up at once, before, during or after our
+ * writes (the order is the kernel's): whichever comes first, the source
+ * fails with the hint, never a bare "Broken pipe", and runs on. */
+static void test_destination_hangs_up(void)
+{
+    for (int round = 0; round < 3; round++) {
+        TestVM *src = tvm_new("src", memfds);
+        set_mode(src, "cpr-transfer");
+        tvm_run(src, false);
+        char path[108], uri[160], se[1024];
+        tvm_path(path, sizeof(path), "hangup");
+        snprintf(uri, sizeof(uri), "unix:%s", path);
+        int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+        unlink(path);
+        T_EQ_INT(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+        T_EQ_INT(listen(l, 4), 0);
+        FyError *err = NULL;
+        T_EQ_INT(fy_migrate(src->mig, uri, false, &err), 0);
+        fy_error_clear(&err);
+        if (round > 0)  /* let the source write first, or not */
+            tvm_sleep_ms(round * 20);
+        int c = accept(l, NULL, NULL);
+        T_ASSERT(c >= 0);
+        close(c);
+        T_EQ_STR(fy_mig_status_name(fy_migration_wait(src->mig, 60000)),
+                 "failed");
+        tvm_query_str(src, "error-desc", se, sizeof(se));
+        printf("# round %d: %s\n", round, se);
+        T_CONTAINS(se, "handing RAM over: ");
+        T_CONTAINS(se, "the destination closed the handover channel "
+                   "without an answer (is its migration mode cpr-transfer?)");
+        T_ASSERT(tvm_is_running(src));
+        close(l);
+        unlink(path);
+        tvm_free(src);
+    }
+}
+
 static void test_block_size_mismatch(void)
 {
     TestVM *src = tvm_new("src", memfds), *dst = tvm_new("dst", memfds_small);
@@ -197,6 +241,7 @@ int main(void)
     T_RUN(test_live_with_multifd);
     T_RUN(test_refused_transports);
     T_RUN(test_destination_not_in_cpr_transfer);
+    T_RUN(test_destination_hangs_up);
     T_RUN(test_block_size_mismatch);
     T_RUN(test_rollback_after_failed_load);
     return t_done();

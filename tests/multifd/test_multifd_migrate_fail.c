@@ -121,11 +121,12 @@ static void pair_new(Pair *p, const char *params_src, const char *params_dst)
     T_EQ_STR(mm_set_cap(p->dst, "multifd", true, e, sizeof(e)), "");
     T_EQ_STR(mm_set_cap(p->src, "return-path", true, e, sizeof(e)), "");
     T_EQ_STR(mm_set_cap(p->dst, "return-path", true, e, sizeof(e)), "");
+    /* Unlimited unless params_src says otherwise (test_cancel's 4 MB/s). */
+    T_EQ_STR(mm_set_params(p->src, "{\"max-bandwidth\": 0}", e, sizeof(e)), "");
     if (params_src)
         T_EQ_STR(mm_set_params(p->src, params_src, e, sizeof(e)), "");
     if (params_dst)
         T_EQ_STR(mm_set_params(p->dst, params_dst, e, sizeof(e)), "");
-    T_EQ_STR(mm_set_params(p->src, "{\"max-bandwidth\": 0}", e, sizeof(e)), "");
     tvm_run(p->src, true);
 }
 

@@ -156,8 +156,11 @@ static inline bool pcx_start(PcProxy *px, const char *listen_path,
 {
     memset(px, 0, sizeof(*px));
     pthread_mutex_init(&px->lock, NULL);
-    snprintf(px->listen_path, sizeof(px->listen_path), "%s", listen_path);
-    snprintf(px->target_path, sizeof(px->target_path), "%s", target_path);
+    size_t ll = strlen(listen_path), tl = strlen(target_path);
+    if (ll >= sizeof(px->listen_path) || tl >= sizeof(px->target_path))
+        return false;
+    memcpy(px->listen_path, listen_path, ll + 1);
+    memcpy(px->target_path, target_path, tl + 1);
     px->lfd = pcx_unix_socket(listen_path, true);
     if (px->lfd < 0)
         return false;
