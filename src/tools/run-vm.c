@@ -288,6 +288,10 @@ static json_t *cmd_cont(void *opaque, json_t *args, FyError **errp)
                       fy_mig_status_name(s));
         return NULL;
     }
+    /* ferry departs from QEMU here: after postcopy the destination owns the
+     * guest, and running this older copy would fork it. */
+    if (fy_migration_vm_stale(rv->mig, errp))
+        return NULL;
     return run_vm_start(rv, errp) < 0 ? NULL : json_object();
 }
 

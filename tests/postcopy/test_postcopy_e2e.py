@@ -88,6 +88,12 @@ def test_postcopy_qmp_hmp():
         check(False, "the stale source was migrated again")
     except QMPError as e:
         check_in("stale", e.desc, "stale refusal")
+    try:
+        src.cmd("cont")
+        check(False, "the stale source was started again")
+    except QMPError as e:
+        check_in("stale", e.desc, "cont refused on a stale source")
+    check_eq(src.status(), "postmigrate", "the stale source stays stopped")
 
     n = max(dst.steps()) + 3000
     dst.run_until(n)
