@@ -42,6 +42,7 @@ demo: build
 # run in a few minutes. Scenario 5 needs root (network namespaces).
 bench: build deps-qemu
 	scripts/bench $(BUILD)
+	scripts/bench-downtime $(BUILD)
 
 fuzz: deps
 	test -f $(FUZZ_BUILD)/build.ninja || \

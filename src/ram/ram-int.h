@@ -38,6 +38,7 @@
 #include "ferry/ram.h"
 
 typedef struct RamMultifd RamMultifd;
+typedef struct RamPrefault RamPrefault;
 
 typedef struct RamBlockMig {
     FyRamBlock *rb;
@@ -76,6 +77,7 @@ struct FyRamState {
     /* load side */
     bool load_active;
     RamBlockMig *last_recv;
+    struct RamPrefault *pf;   /* prefault worker (ram-prefault.c), or NULL */
 
     /* counters (atomic) */
     uint64_t st_total, st_remaining, st_duplicate, st_normal;

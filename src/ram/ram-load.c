@@ -29,6 +29,7 @@
 #include "ram/ram-converge.h"
 #include "ram/ram-int.h"
 #include "ram/ram-multifd.h"
+#include "ram/ram-prefault.h"
 
 /* A name from the stream, made safe to print. */
 static void printable(char out[256], const char *in, int len)
@@ -209,6 +210,8 @@ static int load_page(FyRamState *rs, FyStream *f, unsigned flags,
     if ((flags & ~RAM_SAVE_FLAG_CONTINUE) == RAM_SAVE_FLAG_XBZRLE)
         return fy_ram_conv_load_xbzrle(rs, f, b, offset, errp);
 
+    fy_ram_prefault_page(rs, b, offset,
+                         ram_zero_test(b->zero_map, offset >> FY_TARGET_PAGE_BITS));
     ram_zero_clear(b->zero_map, offset >> FY_TARGET_PAGE_BITS);
     fy_get_buffer(f, b->rb->host + offset, FY_TARGET_PAGE_SIZE);
     if (fy_stream_error(f))
@@ -301,6 +304,7 @@ int fy_ram_load_setup(void *opaque, FyError **errp)
     stat_set(&rs->st_loaded_zero, 0);
     stat_set(&rs->st_zero_skipped, 0);
     fy_ram_mfd_load_setup(rs);
+    fy_ram_prefault_start(rs);
     return 0;
 }
 
@@ -308,6 +312,7 @@ int fy_ram_load_cleanup(void *opaque)
 {
     FyRamState *rs = opaque;
     fy_ram_mfd_load_cleanup(rs); /* before the zero maps go */
+    fy_ram_prefault_stop(rs);
     if (!rs->load_active)
         return 0;
     for (int i = 0; i < rs->nblocks; i++) {
