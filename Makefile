@@ -43,6 +43,8 @@ demo: build
 bench: build deps-qemu
 	scripts/bench $(BUILD)
 	scripts/bench-downtime $(BUILD)
+	# postcopy page-request latency, with and without preempt (docs/postcopy.md)
+	$(BUILD)/tests/postcopy/bench_postcopy 512
 
 fuzz: deps
 	test -f $(FUZZ_BUILD)/build.ninja || \
