@@ -67,6 +67,11 @@ typedef struct FyMachineRamConfig {
     char idstr[64];
     uint64_t size;       /* bytes, a non-zero multiple of 4 KiB */
     int fd;              /* -1: create a memfd; else map this memfd (dup'ed) */
+    /* Private anonymous memory instead of a memfd (QEMU's memory-backend-ram):
+     * marked for transparent huge pages, so a destination filling fresh RAM
+     * takes one fault per 2 MiB instead of per 4 KiB; but it has no fd, so
+     * the block cannot be handed over (cpr-transfer). Ignored when fd >= 0. */
+    bool anon;
 } FyMachineRamConfig;
 
 typedef struct FyMachineConfig {

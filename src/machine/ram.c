@@ -4,6 +4,12 @@
  * memory by fd. Nothing is touched here: a block's untouched pages stay
  * holes in the memfd until the guest writes them.
  *
+ * Or, on request (rc->anon), private anonymous memory with MADV_HUGEPAGE,
+ * as QEMU's memory-backend-ram: this kernel gives shmem no huge pages
+ * (shmem_enabled=never here), so a destination loading into a memfd pays
+ * a fault and a clear per 4 KiB; anonymous THP pays them per 2 MiB. Such
+ * a block has fd -1 and shared false, which the handover refuses by name.
+ *
  * Blocks are laid end to end in config order, both as guest-physical
  * addresses (mr_addr) and as the linear page numbers the workloads use.
  */
@@ -52,6 +58,29 @@ static int ram_block_open(const FyMachineRamConfig *rc, FyError **errp)
     return fd;
 }
 
+/*
+ * Huge pages only where a 2 MiB page can fit: the mapping is placed on a
+ * 2 MiB boundary (over-reserve, trim) so the first and last huge pages are
+ * not lost to alignment. MADV_HUGEPAGE failing (THP compiled out) only
+ * costs speed.
+ */
+static void *ram_anon_map(uint64_t size)
+{
+    const uint64_t huge = 2u << 20;
+    uint8_t *p = mmap(NULL, size + huge, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return MAP_FAILED;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1);
+    uint64_t head = a - (uintptr_t)p;
+    if (head)
+        munmap(p, head);
+    if (huge - head)
+        munmap((uint8_t *)a + size, huge - head);
+    (void)madvise((void *)a, size, MADV_HUGEPAGE);
+    return (void *)a;
+}
+
 static int ram_block_create(FyMachine *m, int i, uint64_t gpa, FyError **errp)
 {
     const FyMachineRamConfig *rc = &m->cfg.ram[i];
@@ -66,14 +95,17 @@ static int ram_block_create(FyMachine *m, int i, uint64_t gpa, FyError **errp)
             return -1;
         }
     }
-    int fd = ram_block_open(rc, errp);
-    if (fd < 0)
+    bool anon = rc->anon && rc->fd < 0;
+    int fd = anon ? -1 : ram_block_open(rc, errp);
+    if (fd < 0 && !anon)
         return -1;
-    void *host = mmap(NULL, rc->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *host = anon ? ram_anon_map(rc->size)
+                      : mmap(NULL, rc->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (host == MAP_FAILED) {
         fy_error_setg_errno(errp, errno, "RAM block '%s': mmap of %" PRIu64 " bytes",
                             rc->idstr, rc->size);
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         return -1;
     }
     FyRamBlock *b = &m->blocks[i];
@@ -85,7 +117,7 @@ static int ram_block_create(FyMachine *m, int i, uint64_t gpa, FyError **errp)
     b->fd = fd;
     b->fd_offset = 0;
     b->mr_addr = gpa;
-    b->shared = true;
+    b->shared = !anon;
     m->nblocks = i + 1;
     return 0;
 }

@@ -34,6 +34,7 @@ typedef struct RunOptions {
     const char *machine_type;
     const char *ram_file;
     bool snapshot;
+    bool ram_anon;
     bool has_uuid;
     uint8_t uuid[16];
 } RunOptions;
@@ -50,6 +51,12 @@ static void usage(FILE *f)
 "  --ram-block NAME=SIZE    one more RAM block (repeatable)\n"
 "  --ram-file PATH          fill guest RAM from PATH at start (the blocks end\n"
 "                           to end; a shorter file leaves the rest zero)\n"
+"  --memory-backend memfd|ram\n"
+"                           memfd (default): shared memfd blocks, which a\n"
+"                           local handover (mode cpr-transfer) can pass on;\n"
+"                           ram: private anonymous memory with transparent\n"
+"                           huge pages (QEMU's memory-backend-ram), faster to\n"
+"                           fill for a destination, cannot be handed over\n"
 "  --vcpus N                vCPUs (default 1)\n"
 "  --workload NAME[,seed=S,wss=SIZE,rate=R]\n"
 "                           idle | sweep | random | hotspot (default sweep);\n"
@@ -171,12 +178,14 @@ enum {
     OPT_RAM = 256, OPT_RAM_BLOCK, OPT_VCPUS, OPT_WORKLOAD, OPT_SERIAL,
     OPT_SERIAL_EVERY, OPT_DIRTY, OPT_QMP, OPT_MONITOR, OPT_INCOMING,
     OPT_TIMER, OPT_MTYPE, OPT_SNAPSHOT, OPT_RAM_FILE, OPT_UUID,
+    OPT_MEM_BACKEND,
 };
 
 static const struct option long_opts[] = {
     { "ram", required_argument, NULL, OPT_RAM },
     { "ram-block", required_argument, NULL, OPT_RAM_BLOCK },
     { "ram-file", required_argument, NULL, OPT_RAM_FILE },
+    { "memory-backend", required_argument, NULL, OPT_MEM_BACKEND },
     { "vcpus", required_argument, NULL, OPT_VCPUS },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "serial", required_argument, NULL, OPT_SERIAL },
@@ -205,6 +214,14 @@ static int apply_option(int opt, const char *arg, RunOptions *o,
         return parse_ram_block(arg, c, errp);
     case OPT_RAM_FILE:
         o->ram_file = arg;
+        return 0;
+    case OPT_MEM_BACKEND:
+        if (strcmp(arg, "memfd") != 0 && strcmp(arg, "ram") != 0) {
+            fy_error_setg(errp, "--memory-backend: expected 'memfd' or 'ram', "
+                          "got '%s'", arg);
+            return -1;
+        }
+        o->ram_anon = strcmp(arg, "ram") == 0;
         return 0;
     case OPT_VCPUS:
         if (parse_u64(arg, &v) < 0 || v < 1 || v > FY_MACHINE_MAX_VCPUS) {
@@ -300,6 +317,8 @@ static int parse_options(int argc, char **argv, RunOptions *o)
         fprintf(stderr, "ferry run: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
+    for (int i = 0; i < o->cfg.nr_ram; i++)
+        o->cfg.ram[i].anon = o->ram_anon;
     if (o->ram_file && o->incoming) {
         /* A destination's RAM is what the migration brings. */
         fprintf(stderr, "ferry run: --ram-file and --incoming exclude each "

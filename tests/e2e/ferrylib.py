@@ -600,7 +600,9 @@ def migrate_and_verify(transport, cfg, warm_steps=100000, run_on=10000,
     a = src.cmd("x-ferry-switchover-snapshot")
     b = dst.cmd("x-ferry-switchover-snapshot")
     check("error" not in a and "error" not in b, f"snapshots: {a} {b}")
-    check(all(x > y for x, y in zip(a["vcpu-steps"], steps_before)),
+    # Any vCPU, not every one: a migration of an idle guest can take 1 ms,
+    # less than a loaded host may leave one vCPU thread off the CPU.
+    check(any(x > y for x, y in zip(a["vcpu-steps"], steps_before)),
           f"the guest ran during the migration: {steps_before} -> "
           f"{a['vcpu-steps']}")
     check_eq(b["ram"], a["ram"], "RAM digests at the switchover")

@@ -3,6 +3,8 @@
  * RAM layout and holes, the digest, determinism, run_until, stop/start,
  * pacing, throttling and the dirty limit.
  */
+#include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -174,6 +176,67 @@ static void test_ram_given_fd(void)
     c.ram[0].size = 8 << 20;
     expect_new_error(&c, "holds 4194304 bytes, 8388608 needed");
     close(fd);
+}
+
+/* The VmFlags line of the /proc/self/smaps entry that starts at addr. */
+static bool smaps_flags(const void *addr, char *out, size_t outlen)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return false;
+    char line[512];
+    bool in = false, found = false;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long start;
+        if (sscanf(line, "%lx-", &start) == 1 && strchr(line, '-') &&
+            strchr(line, ' ') > strchr(line, '-'))
+            in = (start == (unsigned long)(uintptr_t)addr);
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            size_t n = strlen(line + 8);
+            if (n >= outlen)
+                n = outlen - 1;
+            memcpy(out, line + 8, n);
+            out[n] = 0;
+            found = true;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* --memory-backend ram: private anonymous blocks, 2 MiB aligned and marked
+ * for huge pages, no fd; the guest computes the same RAM as on memfds. */
+static void test_ram_anonymous(void)
+{
+    FyMachineConfig c = mt_config(FY_WORKLOAD_SWEEP, 2, 16, 1);
+    T_EQ_INT(fy_machine_config_add_ram(&c, "vga.vram", 3 << 20, NULL), 0);
+    FyMachine *mfd = mt_new(&c);
+    c.ram[0].anon = c.ram[1].anon = true;
+    FyMachine *m = mt_new(&c);
+    T_ASSERT(m && mfd);
+    if (!m || !mfd)
+        goto out;
+    FyRamList *l = fy_machine_ram_list(m);
+    for (int i = 0; i < 2; i++) {
+        FyRamBlock *b = l->blocks[i];
+        T_EQ_INT(b->fd, -1);
+        T_ASSERT(!b->shared);
+        T_EQ_INT((uintptr_t)b->host % (2u << 20), 0);
+        char flags[256] = "";
+        T_ASSERT(smaps_flags(b->host, flags, sizeof(flags)));
+        T_ASSERT(strstr(flags, " hg") != NULL);
+        T_ASSERT(strstr(flags, " sh") == NULL);
+    }
+    T_EQ_INT(mt_run_until(m, 20000), 0);
+    T_EQ_INT(mt_run_until(mfd, 20000), 0);
+    char da[256], db[256];
+    mt_digests(m, da, sizeof(da));
+    mt_digests(mfd, db, sizeof(db));
+    T_EQ_STR(da, db);
+out:
+    fy_machine_free(m);
+    fy_machine_free(mfd);
 }
 
 static uint64_t allocated(FyMachine *m, int block)
@@ -483,6 +546,7 @@ int main(void)
     T_RUN(test_new_errors);
     T_RUN(test_ram_layout);
     T_RUN(test_ram_given_fd);
+    T_RUN(test_ram_anonymous);
     T_RUN(test_ram_holes);
     T_RUN(test_digest);
     T_RUN(test_determinism);

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""`ferry run --memory-backend ram`: guest RAM as private anonymous memory
+with transparent huge pages (QEMU's memory-backend-ram) instead of memfds.
+
+- precopy between every pairing of the two backends, with both dirty
+  trackers, verified at the switchover and against a VM that never migrated
+  (ferrylib.migrate_and_verify);
+- postcopy into an anonymous destination (userfaultfd MISSING on private
+  memory, discards by MADV_DONTNEED) with destination RAM equal to a VM
+  that never migrated;
+- the local handover (mode cpr-transfer) refused on an anonymous source,
+  naming the block, with the source still running;
+- a bad backend name refused at the command line.
+"""
+from ferrylib import (VM, QMPError, check, check_eq, check_in, done, ferry,
+                      migrate_and_verify, reference_digests, run, tmp_path,
+                      wait_until)
+
+ANON = ["--memory-backend", "ram"]
+
+
+def make_precopy(src_anon, dst_anon, tracking, transport):
+    def test():
+        cfg = dict(ram="96M", vcpus=2, workload="random,seed=21,wss=24M",
+                   tracking=tracking, extra=ANON if src_anon else ())
+        dcfg = dict(cfg, extra=ANON if dst_anon else ())
+        info, _ = migrate_and_verify(transport, cfg, dst_cfg=dcfg)
+        check_eq(info["ram"]["total"], 96 << 20, "total")
+    name = (f"test_{'ram' if src_anon else 'memfd'}_to_"
+            f"{'ram' if dst_anon else 'memfd'}_{transport}_"
+            f"{tracking.replace('-', '_')}")
+    test.__name__ = name
+    return test
+
+
+def test_postcopy_into_anonymous_ram():
+    cfg = dict(ram="64M", vcpus=2, workload="sweep,seed=9,wss=16M,rate=40000p")
+    dst = VM(incoming="defer", paused=True, name="dst-pc-anon", snapshot=False,
+             extra=ANON, **cfg)
+    src = VM(name="src-pc-anon", snapshot=False, **cfg)
+    for v in (src, dst):
+        v.set_caps(postcopy_ram=True)
+    sock = f"unix:{tmp_path('pc-anon.sock')}"
+    dst.cmd("migrate-incoming", uri=sock)
+    src.set_params(max_bandwidth=8 << 20, downtime_limit=1,
+                   max_postcopy_bandwidth=4 << 20)
+    src.cmd("migrate", uri=sock)
+    wait_until(lambda: src.query_migrate().get("ram", {}).get(
+        "dirty-sync-count", 0) >= 2, 60, "two dirty passes")
+    src.cmd("migrate-start-postcopy")
+    src.wait_migration(want="completed", timeout=120)
+    dst.wait_migration(want="completed", timeout=120)
+    check(src.query_migrate()["ram"].get("postcopy-bytes", 0) > 0,
+          "pages went in postcopy")
+    n = max(dst.steps()) + 3000
+    dst.run_until(n)
+    check_eq(dst.digests(), reference_digests(n, **cfg),
+             "anonymous destination RAM vs a VM that never migrated")
+    check_eq(src.quit(), 0, "source exit status")
+    check_eq(dst.quit(), 0, "destination exit status")
+
+
+def test_handover_refused_on_anonymous_ram():
+    path = tmp_path("ho-anon.sock")
+    dst = VM(incoming="defer", name="dst-ho-anon", snapshot=False, ram="32M")
+    src = VM(name="src-ho-anon", snapshot=False, ram="32M", extra=ANON)
+    for v in (src, dst):
+        v.set_params(mode="cpr-transfer")
+    dst.cmd("migrate-incoming", uri=f"unix:{path}")
+    steps = max(src.steps())
+    try:
+        src.cmd("migrate", uri=f"unix:{path}")
+        info = src.wait_migration(want="failed")
+        desc = info.get("error-desc", "")
+    except QMPError as e:
+        desc = e.desc
+    check_in("'pc.ram' is not a shared memfd", desc, "refusal names the block")
+    check_eq(src.status(), "running", "the source runs on")
+    wait_until(lambda: max(src.steps()) > steps, 20, "the source to go on")
+    check_eq(src.quit(), 0, "source exit status")
+    dst.kill()
+
+
+def test_bad_backend_name():
+    r = ferry("run", "--memory-backend", "hugetlbfs", "--help")
+    check(r.returncode != 0, f"accepted: {r}")
+    check_in("--memory-backend: expected 'memfd' or 'ram', got 'hugetlbfs'",
+             r.stderr, "message")
+
+
+if __name__ == "__main__":
+    for src_anon, dst_anon, tracking, transport in (
+            (False, True, "bitmap", "unix"),
+            (True, True, "uffd-wp", "tcp"),
+            (True, False, "bitmap", "unix"),
+            (True, True, "bitmap", "file")):
+        run(make_precopy(src_anon, dst_anon, tracking, transport))
+    run(test_postcopy_into_anonymous_ram)
+    run(test_handover_refused_on_anonymous_ram)
+    run(test_bad_backend_name)
+    done()
