@@ -176,10 +176,16 @@ json_t *fy_downtime_parts_json(const FyDowntimeParts *p)
     if (!o || !p->valid)
         return o;
     json_object_set_new(o, "stop", json_real(span_ms(p->t_stop, p->t_stopped)));
-    if (p->t_begin > p->t_stopped + 1000)
+    /* A gap under 1 ms between stopped and begin is the switchover's own
+     * bookkeeping, not a pause: it goes to final-ram so the parts add up
+     * to the total. */
+    bool paused = p->t_begin > p->t_stopped + 1000;
+    if (paused)
         json_object_set_new(o, "paused",
                             json_real(span_ms(p->t_stopped, p->t_begin)));
-    json_object_set_new(o, "final-ram", json_real(span_ms(p->t_begin, p->t_ram)));
+    json_object_set_new(o, "final-ram",
+                        json_real(span_ms(paused ? p->t_begin : p->t_stopped,
+                                          p->t_ram)));
     json_object_set_new(o, "device-state", json_real(span_ms(p->t_ram, p->t_dev)));
     if (p->rp && p->t_pong) {
         json_object_set_new(o, "destination-load",
