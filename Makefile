@@ -45,6 +45,8 @@ bench: build deps-qemu
 	scripts/bench-downtime $(BUILD)
 	# postcopy page-request latency, with and without preempt (docs/postcopy.md)
 	$(BUILD)/tests/postcopy/bench_postcopy 512
+	# the same between two ferry processes, loopback and a 1 Gbit/s veth
+	scripts/bench-postcopy $(BUILD)
 
 fuzz: deps
 	test -f $(FUZZ_BUILD)/build.ninja || \

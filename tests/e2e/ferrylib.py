@@ -242,7 +242,7 @@ class VM:
                  workload="random,seed=7,wss=16M", tracking="bitmap",
                  incoming=None, paused=False, snapshot=True, pass_fds=(),
                  extra=(), name=None, wait_qmp=True,
-                 stdout=subprocess.DEVNULL):
+                 stdout=subprocess.DEVNULL, prefix=()):
         VM.n += 1
         self.name = name or f"vm{VM.n}"
         self.qmp_path = tmp_path(f"{self.name}-{VM.n}.qmp")
@@ -257,6 +257,8 @@ class VM:
         if snapshot:
             argv.append("--debug-switchover-snapshot")
         argv += list(extra) + list(args)
+        # prefix: an argv prefix, e.g. `ip netns exec NS` (it must exec).
+        argv = list(prefix) + argv
         self.argv = argv
         self.stderr_file = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
