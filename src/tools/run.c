@@ -11,6 +11,7 @@
  * successful one goes on running the VM.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -35,6 +36,7 @@ typedef struct RunOptions {
     const char *ram_file;
     bool snapshot;
     bool ram_anon;
+    const char *mem_path;  /* --memory-backend file:PATH */
     bool has_uuid;
     uint8_t uuid[16];
 } RunOptions;
@@ -51,12 +53,16 @@ static void usage(FILE *f)
 "  --ram-block NAME=SIZE    one more RAM block (repeatable)\n"
 "  --ram-file PATH          fill guest RAM from PATH at start (the blocks end\n"
 "                           to end; a shorter file leaves the rest zero)\n"
-"  --memory-backend memfd|ram\n"
+"  --memory-backend memfd|ram|file:PATH\n"
 "                           memfd (default): shared memfd blocks, which a\n"
 "                           local handover (mode cpr-transfer) can pass on;\n"
 "                           ram: private anonymous memory with transparent\n"
 "                           huge pages (QEMU's memory-backend-ram), faster to\n"
-"                           fill for a destination, cannot be handed over\n"
+"                           fill for a destination, cannot be handed over;\n"
+"                           file:PATH: pc.ram maps PATH shared (a tmpfs or\n"
+"                           memfd-like file of at least --ram bytes; the\n"
+"                           guest's writes land in it), QEMU's\n"
+"                           memory-backend-file share=on\n"
 "  --vcpus N                vCPUs (default 1)\n"
 "  --workload NAME[,seed=S,wss=SIZE,rate=R]\n"
 "                           idle | sweep | random | hotspot (default sweep);\n"
@@ -216,12 +222,15 @@ static int apply_option(int opt, const char *arg, RunOptions *o,
         o->ram_file = arg;
         return 0;
     case OPT_MEM_BACKEND:
-        if (strcmp(arg, "memfd") != 0 && strcmp(arg, "ram") != 0) {
-            fy_error_setg(errp, "--memory-backend: expected 'memfd' or 'ram', "
-                          "got '%s'", arg);
+        o->ram_anon = strcmp(arg, "ram") == 0;
+        o->mem_path = NULL;
+        if (strncmp(arg, "file:", 5) == 0 && arg[5])
+            o->mem_path = arg + 5;
+        else if (strcmp(arg, "memfd") != 0 && !o->ram_anon) {
+            fy_error_setg(errp, "--memory-backend: expected 'memfd', 'ram' or "
+                          "'file:PATH', got '%s'", arg);
             return -1;
         }
-        o->ram_anon = strcmp(arg, "ram") == 0;
         return 0;
     case OPT_VCPUS:
         if (parse_u64(arg, &v) < 0 || v < 1 || v > FY_MACHINE_MAX_VCPUS) {
@@ -465,7 +474,19 @@ int cmd_run(int argc, char **argv)
     FyError *err = NULL;
     int rc = 1;
 
-    if (run_vm_init(&rv, &o.cfg, o.machine_type, &err) < 0)
+    if (o.mem_path) {
+        /* The machine maps a dup of it; ours closes once it exists. */
+        o.cfg.ram[0].fd = open(o.mem_path, O_RDWR | O_CLOEXEC);
+        if (o.cfg.ram[0].fd < 0) {
+            fy_error_setg_errno(&err, errno, "--memory-backend file:%s",
+                                o.mem_path);
+            goto out;
+        }
+    }
+    int init = run_vm_init(&rv, &o.cfg, o.machine_type, &err);
+    if (o.mem_path)
+        close(o.cfg.ram[0].fd);
+    if (init < 0)
         goto out;
     if (o.has_uuid)
         memcpy(fy_savevm_config(rv.ss)->uuid, o.uuid, sizeof(o.uuid));

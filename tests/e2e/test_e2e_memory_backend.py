@@ -10,7 +10,8 @@ with transparent huge pages (QEMU's memory-backend-ram) instead of memfds.
   that never migrated;
 - the local handover (mode cpr-transfer) refused on an anonymous source,
   naming the block, with the source still running;
-- a bad backend name refused at the command line.
+- file:PATH: the file is the guest's RAM, in both directions, and migrates;
+- a bad backend name or a missing file refused at the command line.
 """
 from ferrylib import (VM, QMPError, check, check_eq, check_in, done, ferry,
                       migrate_and_verify, reference_digests, run, tmp_path,
@@ -81,10 +82,50 @@ def test_handover_refused_on_anonymous_ram():
     dst.kill()
 
 
+def test_file_backend():
+    """file:PATH maps the file shared (QEMU's memory-backend-file share=on):
+    its bytes are the guest's RAM, the guest's writes land in it, and it
+    migrates like any RAM."""
+    path = tmp_path("ram-file-backend.img")
+    pattern = bytes((i * 7 + 3) & 0xff for i in range(4096)) * 2048  # 8 MiB
+    with open(path, "wb") as f:
+        f.write(pattern)
+        f.truncate(32 << 20)
+    filled = VM(paused=True, snapshot=False, ram="32M", workload="idle",
+                name="filled", extra=["--ram-file", path])
+    src = VM(paused=True, snapshot=False, ram="32M", workload="idle",
+             name="src-file", extra=["--memory-backend", f"file:{path}"])
+    check_eq(src.digests(), filled.digests(), "file-backed RAM vs the file copied in")
+    sock = f"unix:{tmp_path('file-backend.sock')}"
+    dst = VM(incoming=sock, paused=True, snapshot=False, ram="32M",
+             workload="idle", name="dst-file", extra=ANON)
+    src.cmd("migrate", uri=sock)
+    src.wait_migration(want="completed")
+    dst.wait_migration(want="completed")
+    check_eq(dst.digests(), src.digests(), "destination RAM vs the file's")
+    for v in (filled, dst):
+        check_eq(v.quit(), 0, f"{v.name} exit status")
+    # The guest's stores go to the file.
+    sweeper = VM(paused=True, snapshot=False, ram="32M", name="sweep-file",
+                 workload="sweep,wss=16M", vcpus=1,
+                 extra=["--memory-backend", f"file:{path}"])
+    sweeper.run_until(5000)
+    with open(path, "rb") as f:
+        now = f.read(16 << 20)
+    check(now[:8 << 20] != pattern, "the guest's writes reached the file")
+    check_eq(sweeper.quit(), 0, "sweeper exit status")
+    check_eq(src.quit(), 0, "source exit status")
+    r = ferry("run", "--memory-backend", "file:/nonexistent/ferry-ram")
+    check(r.returncode != 0, f"accepted a missing file: {r}")
+    check_in("--memory-backend file:/nonexistent/ferry-ram: No such file or "
+             "directory", r.stderr, "missing file message")
+
+
 def test_bad_backend_name():
     r = ferry("run", "--memory-backend", "hugetlbfs", "--help")
     check(r.returncode != 0, f"accepted: {r}")
-    check_in("--memory-backend: expected 'memfd' or 'ram', got 'hugetlbfs'",
+    check_in("--memory-backend: expected 'memfd', 'ram' or 'file:PATH', "
+             "got 'hugetlbfs'",
              r.stderr, "message")
 
 
@@ -97,5 +138,6 @@ if __name__ == "__main__":
         run(make_precopy(src_anon, dst_anon, tracking, transport))
     run(test_postcopy_into_anonymous_ram)
     run(test_handover_refused_on_anonymous_ram)
+    run(test_file_backend)
     run(test_bad_backend_name)
     done()
