@@ -112,8 +112,10 @@ static void run_case(const Case *c, bool *early)
     long long mbytes = mm_ram_int(src, "multifd-bytes");
     long long normal = mm_ram_int(src, "normal");
     long long dup = mm_ram_int(src, "duplicate");
+    /* Four passes were seen while active; a starved writer can make the
+     * fourth one also the last (nothing dirty meets even a limit of 0). */
     if (held)
-        T_ASSERT(mm_ram_int(src, "dirty-sync-count") >= 5);
+        T_ASSERT(mm_ram_int(src, "dirty-sync-count") >= 4);
     T_ASSERT(normal > 0);
     T_ASSERT(mbytes > 64 * c->channels);
     T_ASSERT(mm_ram_int(src, "transferred") >= mbytes);
