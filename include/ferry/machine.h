@@ -72,6 +72,9 @@ typedef struct FyMachineRamConfig {
      * takes one fault per 2 MiB instead of per 4 KiB; but it has no fd, so
      * the block cannot be handed over (cpr-transfer). Ignored when fd >= 0. */
     bool anon;
+    /* Allocate every page at creation (QEMU's prealloc=on / -mem-prealloc),
+     * so that neither the guest nor an incoming migration takes a fault. */
+    bool prealloc;
 } FyMachineRamConfig;
 
 typedef struct FyMachineConfig {

@@ -36,6 +36,7 @@ typedef struct RunOptions {
     const char *ram_file;
     bool snapshot;
     bool ram_anon;
+    bool prealloc;
     const char *mem_path;  /* --memory-backend file:PATH */
     bool has_uuid;
     uint8_t uuid[16];
@@ -63,6 +64,9 @@ static void usage(FILE *f)
 "                           memfd-like file of at least --ram bytes; the\n"
 "                           guest's writes land in it), QEMU's\n"
 "                           memory-backend-file share=on\n"
+"  --mem-prealloc           allocate all guest RAM at start (QEMU's\n"
+"                           -mem-prealloc): no page faults later, for the\n"
+"                           guest or an incoming migration\n"
 "  --vcpus N                vCPUs (default 1)\n"
 "  --workload NAME[,seed=S,wss=SIZE,rate=R]\n"
 "                           idle | sweep | random | hotspot (default sweep);\n"
@@ -184,7 +188,7 @@ enum {
     OPT_RAM = 256, OPT_RAM_BLOCK, OPT_VCPUS, OPT_WORKLOAD, OPT_SERIAL,
     OPT_SERIAL_EVERY, OPT_DIRTY, OPT_QMP, OPT_MONITOR, OPT_INCOMING,
     OPT_TIMER, OPT_MTYPE, OPT_SNAPSHOT, OPT_RAM_FILE, OPT_UUID,
-    OPT_MEM_BACKEND,
+    OPT_MEM_BACKEND, OPT_PREALLOC,
 };
 
 static const struct option long_opts[] = {
@@ -192,6 +196,7 @@ static const struct option long_opts[] = {
     { "ram-block", required_argument, NULL, OPT_RAM_BLOCK },
     { "ram-file", required_argument, NULL, OPT_RAM_FILE },
     { "memory-backend", required_argument, NULL, OPT_MEM_BACKEND },
+    { "mem-prealloc", no_argument, NULL, OPT_PREALLOC },
     { "vcpus", required_argument, NULL, OPT_VCPUS },
     { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "serial", required_argument, NULL, OPT_SERIAL },
@@ -220,6 +225,9 @@ static int apply_option(int opt, const char *arg, RunOptions *o,
         return parse_ram_block(arg, c, errp);
     case OPT_RAM_FILE:
         o->ram_file = arg;
+        return 0;
+    case OPT_PREALLOC:
+        o->prealloc = true;
         return 0;
     case OPT_MEM_BACKEND:
         o->ram_anon = strcmp(arg, "ram") == 0;
@@ -328,6 +336,8 @@ static int parse_options(int argc, char **argv, RunOptions *o)
     }
     for (int i = 0; i < o->cfg.nr_ram; i++)
         o->cfg.ram[i].anon = o->ram_anon;
+    for (int i = 0; i < o->cfg.nr_ram; i++)
+        o->cfg.ram[i].prealloc = o->prealloc;
     if (o->ram_file && o->incoming) {
         /* A destination's RAM is what the migration brings. */
         fprintf(stderr, "ferry run: --ram-file and --incoming exclude each "

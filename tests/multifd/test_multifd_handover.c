@@ -58,7 +58,10 @@ static void run_live(bool multifd)
     T_EQ_STR(mm_set_cap(src, "return-path", true, e, sizeof(e)), "");
     T_EQ_STR(mm_set_cap(dst, "return-path", true, e, sizeof(e)), "");
     tvm_run(src, true);
-    tvm_sleep_ms(20);
+    /* Until the guest has written (a loaded host can keep its thread off
+     * the CPU for longer than a fixed sleep). */
+    for (int i = 0; i < 1000 && atomic_load(&src->writes) == 0; i++)
+        tvm_sleep_ms(10);
     mm_unix_uri(uri, sizeof(uri));
     FyMigStatus s, d;
     tvm_migrate(src, dst, uri, uri, &s, &d);

@@ -75,6 +75,10 @@ static void run_case(const Case *c, bool *early)
     tvm_run(src, true);
     Toggler tg;
     toggler_start(&tg, src, 1024, 512);
+    /* Migrate only once the toggler has run: on a loaded host it can be
+     * off the CPU for the whole of a short migration. */
+    for (int i = 0; i < 1000 && atomic_load(&tg.flips) == 0; i++)
+        tvm_sleep_ms(10);
 
     FyError *err = NULL;
     if (c->tcp)
