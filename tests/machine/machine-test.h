@@ -85,6 +85,23 @@ static inline uint64_t mt_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Sleep until vCPU `cpu` has gone past `steps` (all vCPUs: cpu < 0), at
+ * most 20 s: a loaded host may keep a vCPU thread off the CPU for longer
+ * than any fixed sleep. Returns whether it did. */
+static inline bool mt_wait_steps(FyMachine *m, int cpu, uint64_t steps)
+{
+    for (int i = 0; i < 2000; i++) {
+        bool all = true;
+        for (int c = cpu < 0 ? 0 : cpu;
+             c < (cpu < 0 ? fy_machine_vcpu_count(m) : cpu + 1); c++)
+            all = all && fy_machine_vcpu_steps(m, c) > steps;
+        if (all)
+            return true;
+        mt_sleep_ms(10);
+    }
+    return false;
+}
+
 /* Copy of a block's contents (reading holes faults them in; fine in tests). */
 static inline uint8_t *mt_snapshot(const FyRamBlock *b)
 {
