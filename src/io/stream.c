@@ -38,7 +38,7 @@
 
 #include "ferry/stream.h"
 
-#define STREAM_BUF_SIZE 32768
+#define STREAM_BUF_SIZE (256 * 1024) /* one read takes what a fast sender queued */
 #define STREAM_MAX_IOV IOV_MAX
 #define STREAM_DIRECT_PUT (STREAM_BUF_SIZE / 2) /* put_buffer: no copy from here */
 #define RATE_WINDOW_NS 100000000ull             /* QEMU checks per 100 ms */
