@@ -334,10 +334,10 @@ static int parse_options(int argc, char **argv, RunOptions *o)
         fprintf(stderr, "ferry run: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
-    for (int i = 0; i < o->cfg.nr_ram; i++)
+    for (int i = 0; i < o->cfg.nr_ram; i++) {
         o->cfg.ram[i].anon = o->ram_anon;
-    for (int i = 0; i < o->cfg.nr_ram; i++)
         o->cfg.ram[i].prealloc = o->prealloc;
+    }
     if (o->ram_file && o->incoming) {
         /* A destination's RAM is what the migration brings. */
         fprintf(stderr, "ferry run: --ram-file and --incoming exclude each "

@@ -373,6 +373,18 @@ class VM:
             self.qmp.close()
 
 
+def precopy_until(src, dst, uri, until, what, caps=None, **params):
+    """The opening of every postcopy test: both sides get postcopy-ram (and
+    caps), the destination listens on uri, the source migrates with params
+    until until(its query-migrate "ram") holds. Switching is the caller's."""
+    for v in (src, dst):
+        v.set_caps(postcopy_ram=True, **(caps or {}))
+    dst.cmd("migrate-incoming", uri=uri)
+    src.set_params(**params)
+    src.cmd("migrate", uri=uri)
+    wait_until(lambda: until(src.query_migrate().get("ram", {})), 60, what)
+
+
 def reference_digests(steps, **vm_kwargs):
     """RAM digests of a VM that never migrated, run to `steps`."""
     ref = VM(paused=True, snapshot=False, name=None, **vm_kwargs)

@@ -14,8 +14,8 @@ with transparent huge pages (QEMU's memory-backend-ram) instead of memfds.
 - a bad backend name or a missing file refused at the command line.
 """
 from ferrylib import (VM, QMPError, check, check_eq, check_in, done, ferry,
-                      migrate_and_verify, reference_digests, run, tmp_path,
-                      wait_until)
+                      migrate_and_verify, precopy_until, reference_digests, run,
+                      tmp_path, wait_until)
 
 ANON = ["--memory-backend", "ram"]
 
@@ -39,15 +39,10 @@ def test_postcopy_into_anonymous_ram():
     dst = VM(incoming="defer", paused=True, name="dst-pc-anon", snapshot=False,
              extra=ANON, **cfg)
     src = VM(name="src-pc-anon", snapshot=False, **cfg)
-    for v in (src, dst):
-        v.set_caps(postcopy_ram=True)
-    sock = f"unix:{tmp_path('pc-anon.sock')}"
-    dst.cmd("migrate-incoming", uri=sock)
-    src.set_params(max_bandwidth=8 << 20, downtime_limit=1,
-                   max_postcopy_bandwidth=4 << 20)
-    src.cmd("migrate", uri=sock)
-    wait_until(lambda: src.query_migrate().get("ram", {}).get(
-        "dirty-sync-count", 0) >= 2, 60, "two dirty passes")
+    precopy_until(src, dst, f"unix:{tmp_path('pc-anon.sock')}",
+                  lambda ram: ram.get("dirty-sync-count", 0) >= 2,
+                  "two dirty passes", max_bandwidth=8 << 20, downtime_limit=1,
+                  max_postcopy_bandwidth=4 << 20)
     src.cmd("migrate-start-postcopy")
     src.wait_migration(want="completed", timeout=120)
     dst.wait_migration(want="completed", timeout=120)

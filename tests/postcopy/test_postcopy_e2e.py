@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "e2e"))
 from ferrylib import (VM, QMPError, check, check_eq, check_in, done,  # noqa: E402
-                     reference_digests, run, tmp_path, wait_until)
+                     precopy_until, reference_digests, run, tmp_path)
 
 CFG = dict(ram="64M", vcpus=2, workload="sweep,seed=5,wss=16M,rate=40000p")
 
@@ -56,16 +56,11 @@ def paused_and_recover(src, dst, rec, how):
 def test_postcopy_qmp_hmp():
     dst = VM(incoming="defer", paused=True, name="dst", snapshot=False, **CFG)
     src = VM(name="src", snapshot=False, **CFG)
-    for v in (src, dst):
-        v.set_caps(postcopy_ram=True)
     dst.set_caps(postcopy_blocktime=True)
-    sock = f"unix:{tmp_path('pc-main.sock')}"
-    dst.cmd("migrate-incoming", uri=sock)
-    src.set_params(max_bandwidth=8 << 20, downtime_limit=1,
-                   max_postcopy_bandwidth=1 << 20)
-    src.cmd("migrate", uri=sock)
-    wait_until(lambda: src.query_migrate().get("ram", {}).get(
-        "dirty-sync-count", 0) >= 3, 60, "three dirty passes")
+    precopy_until(src, dst, f"unix:{tmp_path('pc-main.sock')}",
+                  lambda ram: ram.get("dirty-sync-count", 0) >= 3,
+                  "three dirty passes", max_bandwidth=8 << 20,
+                  downtime_limit=1, max_postcopy_bandwidth=1 << 20)
     check_eq(src.mig_status(), "active", "precopy does not converge")
 
     check_eq(src.qmp.hmp("migrate_start_postcopy"), "", "migrate_start_postcopy")
@@ -109,15 +104,10 @@ def test_source_killed():
     pages); it still quits cleanly."""
     dst = VM(incoming="defer", name="dst", snapshot=False, **CFG)
     src = VM(name="src", snapshot=False, **CFG)
-    for v in (src, dst):
-        v.set_caps(postcopy_ram=True)
-    sock = f"unix:{tmp_path('pc-killed.sock')}"
-    dst.cmd("migrate-incoming", uri=sock)
-    src.set_params(max_bandwidth=8 << 20, downtime_limit=1,
-                   max_postcopy_bandwidth=1 << 20)
-    src.cmd("migrate", uri=sock)
-    wait_until(lambda: src.query_migrate().get("ram", {}).get(
-        "dirty-sync-count", 0) >= 2, 60, "two dirty passes")
+    precopy_until(src, dst, f"unix:{tmp_path('pc-killed.sock')}",
+                  lambda ram: ram.get("dirty-sync-count", 0) >= 2,
+                  "two dirty passes", max_bandwidth=8 << 20,
+                  downtime_limit=1, max_postcopy_bandwidth=1 << 20)
     src.cmd("migrate-start-postcopy")
     wait_both(src, dst, "postcopy-active")
     src.kill()

@@ -30,16 +30,18 @@ import signal
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "e2e"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
+import vethlink  # noqa: E402
 from ferrylib import (VM, check, check_eq, check_in, done,  # noqa: E402
-                      reference_digests, run, wait_until)
+                      precopy_until, reference_digests, run, wait_until)
 
 PID = os.getpid()
 NS = {"src": f"fpcs{PID}", "dst": f"fpcd{PID}"}
 DEV = {"src": f"fpcs{PID}v", "dst": f"fpcd{PID}v"}   # <= 15 characters
 IP = {"src": "10.79.0.1", "dst": "10.79.0.2"}
-SHAPE = ["tbf", "rate", "1gbit", "burst", "256kb", "latency", "20ms"]
+SHAPE = vethlink.SHAPE_1GBIT
 # Near-zero rate, room for one packet in the bucket, a one-byte queue: every
 # packet after the first is dropped.
 DROP = ["tbf", "rate", "8bit", "burst", "1540", "limit", "1"]
@@ -50,37 +52,28 @@ DROP = ["tbf", "rate", "8bit", "burst", "1540", "limit", "1"]
 CFG = dict(ram="64M", vcpus=2, workload="random,seed=11,wss=48M,rate=2000p")
 
 
-def sh(*argv, check_rc=True):
+def sh(*argv):
     r = subprocess.run(list(argv), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
-    if check_rc and r.returncode:
+    if r.returncode:
         raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
     return r
 
 
 def link_teardown():
-    for ns in NS.values():
-        sh("ip", "netns", "del", ns, check_rc=False)
+    vethlink.remove(NS)
 
 
 def link_setup():
     """Two namespaces and a shaped veth pair. False: not permitted here."""
-    link_teardown()
-    if sh("ip", "netns", "add", NS["src"], check_rc=False).returncode:
+    err = vethlink.create(NS, DEV, IP, SHAPE)
+    if err and err.startswith(f"ip netns add {NS['src']}:"):
         return False
+    if err:
+        raise RuntimeError(err)
     atexit.register(link_teardown)
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, lambda *_: sys.exit(1))   # runs atexit
-    sh("ip", "netns", "add", NS["dst"])
-    sh("ip", "link", "add", DEV["src"], "netns", NS["src"], "type", "veth",
-       "peer", "name", DEV["dst"], "netns", NS["dst"])
-    for side in ("src", "dst"):
-        sh("ip", "-n", NS[side], "addr", "add", IP[side] + "/24", "dev",
-           DEV[side])
-        sh("ip", "-n", NS[side], "link", "set", "lo", "up")
-        sh("ip", "-n", NS[side], "link", "set", DEV[side], "up")
-        sh("tc", "-n", NS[side], "qdisc", "add", "dev", DEV[side], "root",
-           *SHAPE)
     return True
 
 
@@ -130,18 +123,14 @@ def wait_stalled(src, dst):
 def start_postcopy(port, preempt=False):
     dst = netns_vm("dst", incoming="defer")
     src = netns_vm("src")
-    for v in (src, dst):
-        v.set_caps(postcopy_ram=True, postcopy_preempt=preempt)
     dst.set_caps(postcopy_blocktime=True)
-    uri = f"tcp:{IP['dst']}:{port}"
-    dst.cmd("migrate-incoming", uri=uri)
     # The guest dirties 8 MB/s, the link may carry 2: precopy would
     # never end. Switch a few MiB into the first pass.
-    src.set_params(max_bandwidth=2 << 20, downtime_limit=1,
-                   max_postcopy_bandwidth=512 << 10)
-    src.cmd("migrate", uri=uri)
-    wait_until(lambda: src.query_migrate().get("ram", {}).get(
-        "transferred", 0) >= 4 << 20, 60, "4 MiB of precopy")
+    precopy_until(src, dst, f"tcp:{IP['dst']}:{port}",
+                  lambda ram: ram.get("transferred", 0) >= 4 << 20,
+                  "4 MiB of precopy", caps={"postcopy_preempt": preempt},
+                  max_bandwidth=2 << 20, downtime_limit=1,
+                  max_postcopy_bandwidth=512 << 10)
     check_eq(src.mig_status(), "active", "still in precopy")
     src.cmd("migrate-start-postcopy")
     for v in (src, dst):
